@@ -1,0 +1,130 @@
+"""The `longvila` command: the stages as user-facing tools, outside the Snakemake DAG.
+
+    longvila pack --input 'SlimPajama/train/chunk1/*.jsonl.zst' --tokenizer builtin:qwen2 \\
+        --seq-len 65536 --out data/64k --upsample per_source --max-rows 3000
+    longvila export --shards data/64k --out data/64k.jsonl
+
+Run `longvila <command> --help` for each command's flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from pathlib import Path
+
+from longvila.config import ContextConfig, PackConfig, TokenizerConfig, UPSAMPLE_MODES, config_to_dict
+from longvila.utils.env import apply_env
+from longvila.utils.logging import get_logger, init_logger
+
+PACK_HELP = """Pack a SlimPajama-format corpus (*.jsonl.zst with {"text", "meta": {"redpajama_set_name"}})
+into rows of exactly --seq-len tokens, written as Parquet shards (part-*.parquet, zstd) with manifest.json
+(tokenizer + hash, rows, tokens, per-source tokens and documents, skipped records by reason, inputs with
+sizes and sha256, config, code version) and remainder.arrow (the tail that does not fill a row).
+
+Bad records (malformed JSON, missing or non-string text, invalid UTF-8, empty text, unknown source,
+truncated .zst) are counted by reason and logged with file:line; --strict makes the first one an error.
+The output folder appears complete or not at all; the same inputs and flags give byte-identical shards.
+"""
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard (file names are recorded relative to it)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from longvila.data.manifest import build_manifest, check_conservation
+    from longvila.data.shards import pack_files
+    from longvila.data.tokenizer import load_tokenizer
+    from longvila.utils.io import atomic_dir, write_json_atomic
+
+    files = sorted(p for p in glob.glob(args.input, recursive=True) if os.path.isfile(p))
+    if not files:
+        raise ValueError(f"--input {args.input!r} matches no file; quote the glob so the shell does not expand it")
+    root = _glob_root(args.input)
+    inputs = [(Path(p), str(Path(p).relative_to(root))) for p in files]
+    cfg = PackConfig(contexts=[ContextConfig(name="cli", seq_len=args.seq_len, max_rows=args.max_rows)],
+                     upsample=args.upsample, seed=args.seed, workers=args.workers, strict=args.strict,
+                     keep_ratio=args.keep_ratio, short_threshold=args.short_threshold,
+                     shuffle_buffer=args.shuffle_buffer)
+    apply_env(tokenizer_threads=cfg.workers)
+    tok_cfg = TokenizerConfig(path=args.tokenizer, eos_token=args.eos_token)
+    tokenizer = load_tokenizer(tok_cfg)
+    get_logger().info(f"pack: {len(files)} files under {root}, tokenizer {tokenizer.name}, seq_len {args.seq_len}")
+    with atomic_dir(args.out) as tmp:
+        summary = pack_files(inputs, tokenizer, seq_len=args.seq_len, cfg=cfg, out_dir=tmp, max_rows=args.max_rows,
+                             progress=not args.quiet)
+        manifest = build_manifest(summary, tokenizer=tokenizer.describe(), run_name="longvila pack",
+                                  config={"tokenizer": config_to_dict(tok_cfg), "pack": config_to_dict(cfg)},
+                                  upsample=cfg.upsample)
+        check_conservation(manifest)
+        write_json_atomic(tmp / "manifest.json", manifest)
+    get_logger().info(f"pack: {summary['rows']} rows, {summary['remainder_tokens']} remainder tokens, "
+                      f"skipped {summary['skipped'] or 'none'}, dropped {summary['dropped'] or 'none'} -> {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from longvila.data.export import export_jsonl
+
+    rows = export_jsonl(args.shards, args.out)
+    get_logger().info(f"export: {rows} rows -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="longvila", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    defaults = PackConfig()
+    p = sub.add_parser("pack", help="pack a SlimPajama-format corpus into fixed-length Parquet shards",
+                       description=PACK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, metavar="GLOB", help="quoted glob of .jsonl.zst files")
+    p.add_argument("--tokenizer", required=True, metavar="DIR",
+                   help="Hugging Face tokenizer folder (with tokenizer.json), or builtin:qwen2 (offline Qwen2)")
+    p.add_argument("--seq-len", type=int, required=True, metavar="N", help="tokens per row, e.g. 65536")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced atomically if it exists)")
+    p.add_argument("--upsample", choices=UPSAMPLE_MODES, default="none",
+                   help="none: every document once, seeded shuffle; per_source / global: Fu et al. length "
+                        "upsampling (default: none)")
+    p.add_argument("--max-rows", type=int, default=None, metavar="R",
+                   help="token budget in rows for per_source/global (default: no budget)")
+    p.add_argument("--keep-ratio", type=float, default=defaults.keep_ratio, metavar="P",
+                   help=f"keep probability of short documents when upsampling (default {defaults.keep_ratio})")
+    p.add_argument("--short-threshold", type=int, default=defaults.short_threshold, metavar="T",
+                   help=f"documents under T estimated tokens are short (default {defaults.short_threshold})")
+    p.add_argument("--shuffle-buffer", type=int, default=defaults.shuffle_buffer, metavar="D",
+                   help=f"documents in the seeded shuffle buffer (default {defaults.shuffle_buffer})")
+    p.add_argument("--eos-token", default="<|endoftext|>", help="separator between documents (default Qwen2's)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="tokenizer threads (default 0 = all cores)")
+    p.add_argument("--seed", type=int, default=defaults.seed, metavar="S", help=f"seed (default {defaults.seed})")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad record instead of counting it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_pack)
+    e = sub.add_parser("export", help="write packed shards in the original LongVILA trainer's JSON-lines format")
+    e.add_argument("--shards", required=True, metavar="DIR", help="a packed data set folder")
+    e.add_argument("--out", required=True, metavar="FILE", help="the .jsonl file to write")
+    e.set_defaults(func=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    init_logger()
+    try:
+        return args.func(args)
+    except ValueError as e:
+        get_logger().error(f"error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""`manifest.json` of a packed data set: what was packed, from what, with what, by which code."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import longvila
+
+FORMAT_VERSION = 1
+
+
+def code_version() -> dict:
+    """The package version, plus the git commit of the source tree when it is a git checkout."""
+    info = {"package": longvila.__version__}
+    root = Path(longvila.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        info.update(git=sha, dirty=dirty)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def build_manifest(summary: dict, *, tokenizer: dict, config: dict, run_name: str, upsample: str) -> dict:
+    """The manifest: the pack summary plus tokenizer, resolved config and code version.
+
+    Keys (at least): format_version, seq_len, rows, tokens, remainder_tokens, tokenizer, sources, skipped,
+    dropped, records, inputs, parts, config, code_version.
+    """
+    head = {"format_version": FORMAT_VERSION, "run_name": run_name, "upsample": upsample,
+            "seq_len": summary["seq_len"], "rows": summary["rows"], "tokens": summary["tokens"],
+            "remainder_tokens": summary["remainder_tokens"], "tokenizer": tokenizer}
+    tail = {"config": config, "code_version": code_version()}
+    body = {k: v for k, v in summary.items() if k not in head}
+    return {**head, **body, **tail}
+
+
+def check_conservation(manifest: dict) -> None:
+    """Raise AssertionError unless rows x seq_len + remainder = document tokens + one EOS per document."""
+    doc_tokens = sum(s["tokens"] for s in manifest["sources"].values())
+    packed = manifest["rows"] * manifest["seq_len"] + manifest["remainder_tokens"]
+    assert packed == doc_tokens + manifest["eos_tokens"], (packed, doc_tokens, manifest["eos_tokens"])
+    rec = manifest["records"]
+    assert rec["lines"] == rec["accepted"] + rec["skipped"] + rec["dropped"], rec

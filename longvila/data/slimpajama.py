@@ -1,0 +1,178 @@
+"""Streaming reader of SlimPajama `.jsonl.zst` files with per-record accounting.
+
+What: `read_documents(path, name, skips)` yields `Document`s one at a time (the file is never loaded whole)
+and records the file's size, sha256 and record count. Why: the real corpus is 895 GB; and every input
+record must be accounted for — a bad record is either an error (strict) or a counted, logged skip.
+
+Skip reasons (the manifest's `skipped` keys):
+    blank_line       an empty line between records
+    invalid_utf8     bytes that are not UTF-8 (or a JSON string with lone surrogates)
+    malformed_json   a line that is not a JSON object
+    missing_text     no "text" field
+    non_string_text  "text" is not a string
+    empty_text       "text" is empty or whitespace only
+    unknown_source   meta.redpajama_set_name missing or not one of the 7 SlimPajama sources
+    truncated_file   the file ends inside a zstd frame (records in the lost tail cannot be counted)
+    corrupt_file     the zstd data is not decodable from some point on
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import zstandard
+
+from longvila.data.sources import SOURCES
+from longvila.utils.logging import get_logger
+
+SKIP_REASONS = ("blank_line", "invalid_utf8", "malformed_json", "missing_text", "non_string_text", "empty_text",
+                "unknown_source", "truncated_file", "corrupt_file")
+_SOURCE_SET = frozenset(SOURCES)
+_READ_BYTES = 1 << 20
+
+
+@dataclass
+class Document:
+    doc_id: str
+    """`<file name>:<line>` (1-based line), stable across runs and machines."""
+    source: str
+    text: str
+
+
+@dataclass
+class InputFile:
+    """What the manifest records about one input file."""
+
+    name: str
+    bytes: int = 0
+    sha256: str = ""
+    records: int = 0
+
+
+@dataclass
+class SkipLog:
+    """Counts bad records by reason and logs each (up to `log_limit` per reason) with file:line.
+
+    With `strict`, the first bad record raises a ValueError instead.
+    """
+
+    strict: bool = False
+    log_limit: int = 50
+    counts: Counter = field(default_factory=Counter)
+
+    def skip(self, reason: str, where: str, detail: str) -> None:
+        assert reason in SKIP_REASONS, reason
+        if self.strict:
+            raise ValueError(f"{where}: bad input ({reason}): {detail}. Fix or remove the record, or rerun "
+                             "without --strict (pack.strict: false) to count and skip such records")
+        self.counts[reason] += 1
+        n = self.counts[reason]
+        if n <= self.log_limit:
+            get_logger().warning(f"skip {reason} at {where}: {detail}")
+        elif n == self.log_limit + 1:
+            get_logger().warning(f"skip {reason}: more than {self.log_limit}; further ones are only counted")
+
+
+def _frames(f, input_file: InputFile, hasher) -> Iterator[bytes]:
+    """Decompressed bytes of every zstd frame in `f`; raises EOFError when the file ends mid-frame."""
+    dctx = zstandard.ZstdDecompressor()
+    obj = None
+    while chunk := f.read(_READ_BYTES):
+        hasher.update(chunk)
+        input_file.bytes += len(chunk)
+        while chunk:
+            if obj is None:
+                obj = dctx.decompressobj()
+            out = obj.decompress(chunk)
+            if out:
+                yield out
+            if obj.eof:
+                chunk, obj = obj.unused_data, None
+            else:
+                chunk = b""
+    if obj is not None:
+        raise EOFError("file ends inside a zstd frame")
+
+
+def _parse(line: bytes, where: str, skips: SkipLog) -> Document | None:
+    if not line.strip():
+        skips.skip("blank_line", where, "empty line")
+        return None
+    try:
+        text_line = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        skips.skip("invalid_utf8", where, str(e))
+        return None
+    try:
+        rec = json.loads(text_line)
+    except json.JSONDecodeError as e:
+        skips.skip("malformed_json", where, str(e))
+        return None
+    if not isinstance(rec, dict):
+        skips.skip("malformed_json", where, f"a JSON {type(rec).__name__}, not an object")
+        return None
+    if "text" not in rec:
+        skips.skip("missing_text", where, f"keys {sorted(rec)[:6]}")
+        return None
+    text = rec["text"]
+    if not isinstance(text, str):
+        skips.skip("non_string_text", where, f"text is a {type(text).__name__}")
+        return None
+    if not text.strip():
+        skips.skip("empty_text", where, "text is empty or whitespace")
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        skips.skip("invalid_utf8", where, f"lone surrogate in text: {e}")
+        return None
+    meta = rec.get("meta")
+    source = meta.get("redpajama_set_name") if isinstance(meta, dict) else None
+    if source not in _SOURCE_SET:
+        skips.skip("unknown_source", where, f"redpajama_set_name={source!r}")
+        return None
+    return Document(doc_id=where, source=source, text=text)
+
+
+def read_documents(path: str | Path, name: str, skips: SkipLog, input_file: InputFile) -> Iterator[Document]:
+    """Yield the valid documents of one `.jsonl.zst` file, counting everything else in `skips`.
+
+    Args:
+        path: the file.
+        name: its name in doc ids and manifests (relative to the corpus root).
+        skips: where bad records are counted (or raised, when strict).
+        input_file: filled with the file's size, sha256 and number of records (lines) as it is read.
+    """
+    hasher = hashlib.sha256()
+    pending = b""
+    line_no = 0
+    with open(path, "rb") as f:
+        try:
+            for block in _frames(f, input_file, hasher):
+                lines = (pending + block).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    line_no += 1
+                    doc = _parse(line, f"{name}:{line_no}", skips)
+                    if doc is not None:
+                        yield doc
+        except (EOFError, zstandard.ZstdError) as e:
+            reason = "truncated_file" if isinstance(e, EOFError) else "corrupt_file"
+            lost = f"; {len(pending)} bytes of a partial record after line {line_no} lost" if pending else ""
+            pending = b""
+            while chunk := f.read(_READ_BYTES):  # finish the hash and size of the file as it is
+                hasher.update(chunk)
+                input_file.bytes += len(chunk)
+            skips.skip(reason, f"{name}:{line_no + 1}", f"{e}{lost}")
+        if pending:  # a last record without a trailing newline
+            line_no += 1
+            doc = _parse(pending, f"{name}:{line_no}", skips)
+            if doc is not None:
+                yield doc
+    input_file.records = line_no
+    input_file.sha256 = hasher.hexdigest()

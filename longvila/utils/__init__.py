@@ -1,0 +1,1 @@
+"""Utilities: atomic file writes, logging, hashing."""

@@ -1,0 +1,54 @@
+"""Rule `pack_shards`: merge the batches of one context length into the final packed data set.
+
+Links the batches' parts as `part-00000.parquet`, ... in batch order, packs their remainders together into
+further rows, and writes `remainder.arrow` and `manifest.json` (totals per source, skips by reason, inputs
+with sizes and hashes, tokenizer, config, code version). The folder is replaced atomically.
+
+    python -m pipeline.pack_shards --config results/resolve_config/config.yaml \\
+        --batches results/pack_batch/2k/b0000 results/pack_batch/2k/b0001 --out results/pack_shards/2k
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from longvila.config import config_to_dict
+from longvila.data.manifest import build_manifest, check_conservation
+from longvila.data.shards import merge_batches
+from longvila.utils.io import atomic_dir, write_json_atomic
+from longvila.utils.logging import get_logger
+from pipeline._stage import load, run_stage, stage_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--batches", nargs="+", required=True, help="pack_batch output folders, in order")
+    parser.add_argument("--out", required=True, help="the data set folder (replaced atomically)")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        cfg = load(args)
+        batches = []
+        for folder in args.batches:
+            manifest = Path(folder) / "manifest.json"
+            if not manifest.is_file():
+                raise ValueError(f"{folder} has no manifest.json: it is not a finished pack_batch output; rerun it")
+            batches.append((Path(folder), json.loads(manifest.read_text(encoding="utf-8"))))
+        tokenizer = batches[0][1]["tokenizer"]
+        if any(b["tokenizer"]["sha256"] != tokenizer["sha256"] for _, b in batches):
+            raise ValueError("batches were packed with different tokenizers; rerun pack_batch for all of them")
+        with atomic_dir(args.out) as tmp:
+            merged = merge_batches(batches, tmp, cfg=cfg.pack, eos_id=tokenizer["eos_id"])
+            manifest = build_manifest(merged, tokenizer=tokenizer, config=config_to_dict(cfg),
+                                      run_name=cfg.run_name, upsample=cfg.pack.upsample)
+            check_conservation(manifest)
+            write_json_atomic(tmp / "manifest.json", manifest)
+        get_logger().info(f"pack_shards: {merged['rows']} rows x {merged['seq_len']} tokens in {len(merged['parts'])} "
+                          f"parts, remainder {merged['remainder_tokens']} tokens -> {args.out}")
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+# Config validation (JSON schema + the dataclasses), path helpers and the final targets.
+import base64
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from longvila.config import load_config
+from longvila.data.corpus import HOLDOUT_FILE, PASSKEYS_FILE, train_file_names
+from longvila.data.inputs import batch_names, corpus_files
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+CFG = load_config(config)  # the dataclass checks: value errors name the key and the fix
+
+MADE_CORPUS = "results/make_corpus"
+CORPUS_ROOT, CORPUS_NAMES = corpus_files(CFG, MADE_CORPUS)
+BATCHES = batch_names(CORPUS_NAMES, CFG.slimpajama.files_per_batch)
+BATCH_IDS = [f"b{i:04d}" for i in range(len(BATCHES))]
+CONTEXTS = [c.name for c in CFG.pack.contexts]
+
+
+wildcard_constraints:
+    ctx="|".join(CONTEXTS),
+    batch=r"b\d{4}",
+
+
+def env(name):
+    """Conda env file of a runtime (paths in conda: are relative to this rules folder)."""
+    return f"../../envs/{name}.yaml"
+
+
+def config_b64():
+    """The merged, defaults-filled config, passed to resolve_config without shell quoting issues."""
+    return base64.b64encode(json.dumps(config, sort_keys=True).encode()).decode()
+
+
+def made_corpus_files():
+    names = train_file_names(CFG.corpus) + [HOLDOUT_FILE, PASSKEYS_FILE]
+    return [f"{MADE_CORPUS}/{n}" for n in names]
+
+
+def corpus_root(wildcards):
+    return str(CORPUS_ROOT)
+
+
+def batch_inputs(wildcards):
+    return [str(CORPUS_ROOT / n) for n in BATCHES[int(wildcards.batch[1:])]]
+
+
+def pack_threads():
+    return CFG.pack.workers or 2
+
+
+def final_targets():
+    targets = expand("results/pack_shards/{ctx}", ctx=CONTEXTS)
+    if CFG.pack.export_original:
+        targets += expand("results/export_original/{ctx}.jsonl", ctx=CONTEXTS)
+    if CFG.slimpajama.root is None:
+        targets.append(f"{MADE_CORPUS}/manifest.json")
+    return targets
