@@ -8,9 +8,9 @@ Row schema (one row = one training sequence):
                belongs to no span.
 
 Files are `part-00000.parquet`, ... (zstd, row groups of about `row_group_mb`), readable by pyarrow and by
-`datasets.load_dataset("parquet", data_dir=...)`. The tail that does not fill a row is kept in
-`remainder.arrow` (Arrow IPC, one row of the same schema, shorter than seq_len), which the Parquet loader
-does not pick up.
+`datasets.load_dataset("parquet", data_files="<folder>/part-*.parquet")` (name the parts: the folder also
+holds `manifest.json` and `remainder.arrow`). The tail that does not fill a row is kept in `remainder.arrow`
+(Arrow IPC, one row of the same schema, shorter than seq_len).
 """
 
 from __future__ import annotations

@@ -1,0 +1,179 @@
+"""Pack-stage throughput and memory benchmark: is `pack_files` tokenizer-bound, and is its memory bounded?
+
+What it measures, in one run, on the same input and the same cores, for two sizes of the offline corpus
+(`--tokens` and `--scale` x that):
+  (a) raw tokenizer throughput: every document text of the corpus is read into memory first (not timed),
+      then only `tokenizer.encode_batch(texts[i:i + B])` is timed, B = PackConfig().encode_batch.
+      tokens/s = sum of the lengths of the id arrays per second.
+  (b) the full pack stage: `pack_files(...)` with `PackConfig(upsample="none")` into a fresh empty folder
+      (read .jsonl.zst -> tokenize -> shuffle -> pack -> write Parquet).
+      tokens/s = accepted document tokens (sum of summary["sources"][*]["tokens"]) per second.
+  (c) peak RSS of the full pack stage, each corpus size packed once in a fresh child process (this script
+      with the hidden `--child` mode); the peak is read from os.wait4's rusage of that child.
+(a) and (b) are interleaved `--repeats` times after a warm-up (imports, tokenizer load, a small encode and
+a one-file pack) and the best time of each is kept.
+
+Targets: pack tok/s / raw tok/s >= 0.9 (packing costs little beyond tokenizing), and a peak RSS that does not
+grow with the corpus size (peak ratio ~1.0).
+
+Run:  python benchmarks/pack_throughput.py [--tokens 1500000] [--scale 4] [--seq-len 2048] [--workers 0]
+                                            [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from longvila.config import CorpusConfig, PackConfig, TokenizerConfig
+from longvila.data.corpus import build_corpus
+from longvila.data.shards import pack_files
+from longvila.data.slimpajama import InputFile, SkipLog, read_documents
+from longvila.data.tokenizer import TextTokenizer, load_tokenizer
+from longvila.utils.env import apply_env
+
+TARGET_RATIO = 0.9
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tokens", type=int, default=1_500_000, help="base corpus size in tokens")
+    p.add_argument("--scale", type=int, default=4, help="the second corpus is this many times the base")
+    p.add_argument("--seq-len", type=int, default=2048, help="tokens per packed row")
+    p.add_argument("--workers", type=int, default=0, help="tokenizer threads (0 = all cores)")
+    p.add_argument("--repeats", type=int, default=2, help="timed repeats of (a) and (b); the best is kept")
+    p.add_argument("--child", metavar="CORPUS_DIR", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def make_corpus(num_tokens: int, out_dir: Path) -> tuple[list[tuple[Path, str]], float]:
+    """Build the offline corpus; return its training inputs [(path, name)] and their compressed size in MB."""
+    build_corpus(CorpusConfig(num_tokens=num_tokens, length_scale=0.25, num_chunks=2, files_per_chunk=3),
+                 out_dir, seed=0)
+    inputs = corpus_inputs(out_dir)
+    return inputs, sum(path.stat().st_size for path, _ in inputs) / 1e6
+
+
+def corpus_inputs(corpus_dir: Path) -> list[tuple[Path, str]]:
+    paths = sorted(Path(corpus_dir).glob("train/chunk*/*.jsonl.zst"))
+    return [(p, str(p.relative_to(Path(corpus_dir) / "train"))) for p in paths]
+
+
+def read_texts(inputs: list[tuple[Path, str]]) -> list[str]:
+    return [doc.text for path, name in inputs for doc in read_documents(path, name, SkipLog(), InputFile(name))]
+
+
+def time_raw(tok: TextTokenizer, texts: list[str], batch: int) -> tuple[int, float]:
+    """(a) Tokens and seconds of batch-encoding `texts` (already in memory)."""
+    t0, tokens = time.perf_counter(), 0
+    for i in range(0, len(texts), batch):
+        tokens += sum(len(ids) for ids in tok.encode_batch(texts[i:i + batch]))
+    return tokens, time.perf_counter() - t0
+
+
+def time_pack(tok: TextTokenizer, inputs: list[tuple[Path, str]], seq_len: int) -> tuple[int, float]:
+    """(b) Accepted document tokens and seconds of one full `pack_files` run into a fresh empty folder."""
+    with tempfile.TemporaryDirectory(prefix="pack-out-") as out:
+        t0 = time.perf_counter()
+        summary = pack_files(inputs, tok, seq_len=seq_len, cfg=PackConfig(upsample="none"), out_dir=Path(out),
+                             progress=False)
+        seconds = time.perf_counter() - t0
+    return sum(v["tokens"] for v in summary["sources"].values()), seconds
+
+
+def warm_up(tok: TextTokenizer, inputs: list[tuple[Path, str]], seq_len: int) -> None:
+    tok.encode_batch(read_texts(inputs[:1])[:64])
+    time_pack(tok, inputs[:1], seq_len)
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """Hidden `--child` mode: pack a corpus once in this fresh process; print JSON with the RSS before packing."""
+    import resource
+
+    tok = load_tokenizer(TokenizerConfig())
+    inputs = corpus_inputs(Path(args.child))
+    tok.encode_batch(["warm up the tokenizer thread pool"] * 8)
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tokens, seconds = time_pack(tok, inputs, args.seq_len)
+    print(json.dumps({"tokens": tokens, "seconds": seconds, "base_rss_kb": base_kb}))
+
+
+def measure_child(corpus_dir: Path, args: argparse.Namespace) -> dict:
+    """(c) Pack `corpus_dir` in a fresh subprocess; return its report plus its peak RSS (os.wait4) in MiB."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", str(corpus_dir),
+           "--seq-len", str(args.seq_len), "--workers", str(args.workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"child pack of {corpus_dir} failed with exit code {proc.returncode}")
+    report = json.loads(out)
+    report["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
+    report["base_rss_mib"] = report.pop("base_rss_kb") / 1024
+    return report
+
+
+def bench_size(tok: TextTokenizer, corpus_dir: Path, num_tokens: int, args: argparse.Namespace) -> dict:
+    """Build a corpus of `num_tokens`; run (a) and (b) interleaved on it, then (c) in a child process."""
+    inputs, mb = make_corpus(num_tokens, corpus_dir)
+    texts = read_texts(inputs)
+    raw, pack = [], []
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
+        raw.append(time_raw(tok, texts, PackConfig().encode_batch))
+        pack.append(time_pack(tok, inputs, args.seq_len))
+    del texts
+    raw_tokens, raw_s = min(raw, key=lambda r: r[1])
+    pack_tokens, pack_s = min(pack, key=lambda r: r[1])
+    if raw_tokens != pack_tokens:
+        print(f"note: raw encode saw {raw_tokens:,} tokens, pack accepted {pack_tokens:,}", file=sys.stderr)
+    row = {"tokens": pack_tokens, "mb": mb, "raw_tps": raw_tokens / raw_s,
+           "pack_tps": pack_tokens / pack_s, "raw_s": [round(s, 2) for _, s in raw],
+           "pack_s": [round(s, 2) for _, s in pack]}
+    row["ratio"] = row["pack_tps"] / row["raw_tps"]
+    row.update(measure_child(corpus_dir, args))
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    apply_env(tokenizer_threads=args.workers)  # before the tokenizer's thread pool starts
+    if args.child:
+        child_main(args)
+        return
+    t_start = time.perf_counter()
+    print(f"pack throughput: seq_len={args.seq_len} encode_batch={PackConfig().encode_batch} "
+          f"workers={args.workers or 'all'} ({os.cpu_count()} cpus) repeats={args.repeats}", flush=True)
+    tok = load_tokenizer(TokenizerConfig())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pack-bench-") as tmp:
+        warm_up(tok, make_corpus(20_000, Path(tmp) / "warmup")[0], args.seq_len)
+        for scale in (1, args.scale):
+            rows.append(bench_size(tok, Path(tmp) / f"corpus-{scale}x", args.tokens * scale, args))
+            r = rows[-1]
+            print(f"  {scale}x: raw times {r['raw_s']} s, pack times {r['pack_s']} s, "
+                  f"child pack {r['seconds']:.2f} s", flush=True)
+
+    print(f"\n{'size':>4} {'tokens':>11} {'MB zst':>7} {'raw tok/s':>11} {'pack tok/s':>11} {'b/a':>6} "
+          f"{'base RSS MiB':>12} {'peak RSS MiB':>12}")
+    for scale, r in zip((1, args.scale), rows):
+        print(f"{scale:>3}x {r['tokens']:>11,} {r['mb']:>7.2f} {r['raw_tps']:>11,.0f} {r['pack_tps']:>11,.0f} "
+              f"{r['ratio']:>6.3f} {r['base_rss_mib']:>12.1f} {r['peak_rss_mib']:>12.1f}")
+    ratio = min(r["ratio"] for r in rows)
+    peak_ratio = rows[1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
+    print(f"\npack/raw throughput ratio (b/a): {ratio:.3f} (worst of both sizes; target >= {TARGET_RATIO}) "
+          f"-> {'OK' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
+    print(f"peak RSS {args.scale}x / 1x: {rows[1]['peak_rss_mib']:.1f} / {rows[0]['peak_rss_mib']:.1f} MiB "
+          f"= {peak_ratio:.3f} (target ~1.0: memory must not grow with corpus size)")
+    print(f"total wall time: {time.perf_counter() - t_start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Shared fixtures: a small offline corpus and the real Qwen2 tokenizer, built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from longvila.config import CorpusConfig, PasskeyConfig, TokenizerConfig
+from longvila.data.corpus import build_corpus
+from longvila.data.tokenizer import load_tokenizer
+from longvila.utils.env import apply_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+SMALL_CORPUS = CorpusConfig(num_tokens=60_000, num_chunks=2, files_per_chunk=2, heldout_tokens=5_000,
+                            length_scale=0.05, seed=3,
+                            passkey=PasskeyConfig(train_docs=6, heldout_docs=5, lengths=[128, 256]))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    apply_env()
+    return load_tokenizer(TokenizerConfig())
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """A SlimPajama-format corpus of ~60k tokens (4 train files) built from the offline text."""
+    root = tmp_path_factory.mktemp("corpus")
+    build_corpus(SMALL_CORPUS, root, seed=SMALL_CORPUS.seed)
+    return root
+
+
+def corpus_inputs(root: Path) -> list[tuple[Path, str]]:
+    return [(p, str(p.relative_to(root))) for p in sorted(root.glob("train/chunk*/*.jsonl.zst"))]

@@ -1,0 +1,102 @@
+"""The Snakemake layer: lint, dry runs of both shipped configs, and a real tiny run of the DAG."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from longvila.data.manifest import check_conservation
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.workflow
+BIN = Path(sys.executable).parent
+TEST_CONFIG = REPO / "tests" / "workflow" / "config.yaml"
+
+
+def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}")
+    return proc
+
+
+def in_tmp(tmp_path: Path, configfile: Path, *args) -> subprocess.CompletedProcess:
+    return snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                     "--configfile", str(configfile), *args)
+
+
+def jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """The 'Job stats' table of a run or dry run: rule -> count."""
+    text = proc.stdout + proc.stderr
+    table = text[text.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_dry_run_default_config(tmp_path):
+    counts = jobs(in_tmp(tmp_path, REPO / "config.yaml", "-n", "all"))
+    assert counts == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4,
+                      "export_original": 4, "all": 1}
+
+
+def test_dry_run_paper_config(tmp_path):
+    chunk = zstandard.ZstdCompressor().compress(b'{"text": "x", "meta": {"redpajama_set_name": "RedPajamaC4"}}\n')
+    for c in range(1, 4):  # a stand-in SlimPajama tree: 3 chunks x 7 files, non-contiguous indices
+        for i in range(7):
+            path = tmp_path / "resources/SlimPajama-627B/train" / f"chunk{c}" / f"example_train_{c * 100 + i * 3}.jsonl.zst"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(chunk)
+    proc = in_tmp(tmp_path, REPO / "workflow/configs/paper.yaml", "-n", "all")
+    # 21 files / 8 per batch = 3 batches, x 4 contexts; no corpus is made, nothing exported
+    assert jobs(proc) == {"resolve_config": 1, "pack_batch": 12, "pack_shards": 4, "all": 1}
+    assert "results/pack_shards/1M" in proc.stdout
+
+
+def test_dry_run_with_a_missing_corpus_names_the_fix(tmp_path):
+    proc = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                     str(REPO / "workflow/configs/paper.yaml"), "-n", "all", check=False)
+    assert proc.returncode != 0
+    assert "slimpajama.root 'resources/SlimPajama-627B' is not a folder" in proc.stdout + proc.stderr
+
+
+def test_tiny_run_end_to_end_and_rerun_one_rule(tmp_path):
+    in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "all")
+    results = tmp_path / "results"
+    for ctx, seq_len in [("128", 128), ("256", 256)]:
+        folder = results / "pack_shards" / ctx
+        manifest = json.loads((folder / "manifest.json").read_text())
+        check_conservation(manifest)
+        assert manifest["seq_len"] == seq_len and manifest["run_name"] == "test"
+        assert {pq.read_metadata(p).num_rows for p in folder.glob("part-*.parquet")} and manifest["rows"] == sum(
+            pq.read_metadata(p).num_rows for p in folder.glob("part-*.parquet"))
+        assert len((results / "export_original" / f"{ctx}.jsonl").read_text().splitlines()) == manifest["rows"]
+        assert len(manifest["inputs"]) == 4 and len(manifest["sources"]) == 7
+    assert (tmp_path / "logs/pack_batch/256/b0001.log").read_text().count("tok/s") >= 1
+    assert (tmp_path / "benchmarks/pack_batch/256/b0001.tsv").is_file()
+    before = {p: p.read_bytes() for p in (results / "pack_shards").rglob("*.parquet")}
+
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "all"))
+    rerun = in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "-R", "pack_shards", "--", "all")
+    assert jobs(rerun) == {"pack_shards": 2, "export_original": 2, "all": 1}
+    after = {p: p.read_bytes() for p in (results / "pack_shards").rglob("*.parquet")}
+    assert before == after, "a rerun must give byte-identical shards"
