@@ -93,24 +93,23 @@ class Sampler:
     def _key(self, source: str) -> str | None:
         return source if self.cfg.upsample == "per_source" else None
 
-    def _full(self, source: str) -> bool:
+    def over_budget(self, source: str) -> bool:
+        """Whether `source`'s share of the budget (or the global budget) is already spent."""
         key = self._key(source)
         return bool(self.budgets) and self.used[key] >= self.budgets[key]
 
-    def before_tokenize(self, source: str, doc_id: str, num_chars: int) -> str | None:
-        """A drop reason decided from the text length alone, or None to tokenize the document."""
+    def drops_short(self, doc_id: str, num_chars: int) -> bool:
+        """Length upsampling, decided from the text length alone (before tokenizing) and the doc id's hash."""
         cfg = self.cfg
-        if (cfg.upsample != "none" and num_chars / cfg.chars_per_token < cfg.short_threshold
-                and uniform_hash(cfg.seed, "keep", doc_id) >= cfg.keep_ratio):
-            return "short_document"
-        return "over_budget" if self._full(source) else None
+        return (cfg.upsample != "none" and num_chars / cfg.chars_per_token < cfg.short_threshold
+                and uniform_hash(cfg.seed, "keep", doc_id) >= cfg.keep_ratio)
 
-    def after_tokenize(self, source: str, num_tokens: int) -> str | None:
-        """Charge an accepted document's tokens to its budget; 'over_budget' if the budget is already spent."""
-        if self._full(source):
-            return "over_budget"
+    def charge(self, source: str, num_tokens: int) -> bool:
+        """Charge an accepted document's tokens to its budget; False (and no charge) if it is already spent."""
+        if self.over_budget(source):
+            return False
         self.used[self._key(source)] += num_tokens
-        return None
+        return True
 
 
 class ShuffleBuffer:

@@ -39,9 +39,9 @@ def rows_to_table(rows: list[tuple[np.ndarray, list[Span]]]) -> pa.Table:
     lengths = np.fromiter((len(ids) for ids, _ in rows), dtype=np.int64, count=len(rows))
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    assert offsets[-1] < 2**31, "a row group must hold < 2**31 tokens (row_group_mb < 8192)"
     values = np.concatenate([ids for ids, _ in rows]) if rows else np.zeros(0, np.int32)
-    ids_arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32())).cast(
-        pa.list_(pa.int32()))
+    ids_arr = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.int32()))
     spans = [[dict(zip(("source", "doc_id", "start", "end", "doc_offset"), s)) for s in row_spans]
              for _, row_spans in rows]
     return pa.Table.from_arrays([ids_arr, pa.array(spans, type=pa.list_(SPAN_TYPE))], schema=ROW_SCHEMA)

@@ -25,8 +25,9 @@ from tqdm import tqdm
 from longvila.config import PackConfig
 from longvila.data.packing import Packer, Sampler, ShuffleBuffer, uniform_hash
 from longvila.data.parquet import ShardWriter, read_remainder, write_remainder
-from longvila.data.slimpajama import InputFile, SkipLog, read_documents
+from longvila.data.slimpajama import SkipLog
 from longvila.data.tokenizer import TextTokenizer
+from longvila.data.workers import PackerStage, ReaderStage
 
 FILE_LEVEL_SKIPS = ("truncated_file", "corrupt_file")  # events, not lines
 
@@ -63,56 +64,40 @@ def pack_files(inputs: list[tuple[Path, str]], tokenizer: TextTokenizer, *, seq_
         out_dir: an existing empty folder; receives `part-*.parquet` and `remainder.arrow`.
         max_rows: the data set's budget in rows (None = no budget); this batch gets `budget_share` of it.
     """
-    budget = None if max_rows is None else max_rows * seq_len * budget_share
-    sampler = Sampler(cfg, budget)
-    names = [name for _, name in inputs]
-    rng = np.random.default_rng([cfg.seed, int(uniform_hash(cfg.seed, "batch", "\n".join(names)) * 2**32)])
-    shuffle = ShuffleBuffer(cfg.shuffle_buffer, rng)
+    sampler = Sampler(cfg, None if max_rows is None else max_rows * seq_len * budget_share)
+    rng = np.random.default_rng([cfg.seed, int(uniform_hash(cfg.seed, "batch", "\n".join(n for _, n in inputs)) * 2**32)])
     packer = Packer(seq_len, tokenizer.eos_id)
     writer = ShardWriter(out_dir, seq_len, cfg.row_group_mb, cfg.part_mb)
     skips, stats = SkipLog(strict=cfg.strict), _Stats()
-    files: list[InputFile] = []
+    reader = ReaderStage(inputs, rng.permutation(len(inputs)), sampler, skips, cfg.encode_batch)
+    sink = PackerStage(ShuffleBuffer(cfg.shuffle_buffer, rng), packer, writer)
     bar = _progress(progress, f"pack {seq_len}")
     t0, encoded = time.perf_counter(), 0
-    pending = []
-
-    def encode_pending() -> None:
-        nonlocal encoded
-        for doc, ids in zip(pending, tokenizer.encode_batch([d.text for d in pending])):
-            reason = sampler.after_tokenize(doc.source, len(ids) + 1)
-            if reason:
-                stats.dropped[reason] += 1
-                continue
-            stats.accept(doc.source, len(ids))
-            encoded += len(ids)
-            item = shuffle.push((doc.source, doc.doc_id, ids))
-            if item is not None:
-                writer.add(packer.add_document(*item))
-        bar.update(len(pending))
-        bar.set_postfix_str(f"{encoded / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s", refresh=False)
-        pending.clear()
-
-    for i in rng.permutation(len(inputs)):
-        path, name = inputs[i]
-        info = InputFile(name=name)
-        for doc in read_documents(path, name, skips, info):
-            reason = sampler.before_tokenize(doc.source, doc.doc_id, len(doc.text))
-            if reason:
-                stats.dropped[reason] += 1
-                continue
-            pending.append(doc)
-            if len(pending) >= cfg.encode_batch:
-                encode_pending()
-        files.append(info)
-    if pending:
-        encode_pending()
-    for item in shuffle.drain():
-        writer.add(packer.add_document(*item))
+    reader.start()
+    sink.start()
+    try:
+        for batch in reader.batches():
+            docs = [d for d in batch if not sampler.over_budget(d.source)]
+            accepted = []
+            for doc, ids in zip(docs, tokenizer.encode_batch([d.text for d in docs]) if docs else []):
+                if sampler.charge(doc.source, len(ids) + 1):
+                    stats.accept(doc.source, len(ids))
+                    accepted.append((doc.source, doc.doc_id, ids))
+                    encoded += len(ids)
+            stats.dropped["over_budget"] += len(batch) - len(accepted)
+            sink.put(accepted)
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{encoded / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s", refresh=False)
+        sink.finish()
+    finally:
+        reader.close()
+        sink.close()
+        bar.close()
+    stats.dropped["short_document"] += reader.dropped_short
     rem_ids, rem_spans = packer.remainder()
     write_remainder(out_dir, rem_ids, rem_spans)
     parts = writer.close()
-    bar.close()
-    files.sort(key=lambda f: f.name)
+    files = sorted(reader.files, key=lambda f: f.name)
     return _summary(seq_len, parts, len(rem_ids), stats, skips.counts, files, sampler)
 
 
@@ -131,7 +116,7 @@ def _summary(seq_len, parts, remainder_tokens, stats: _Stats, skipped: Counter, 
         "records": {"lines": lines, "accepted": stats.accepted, "skipped": skipped_lines,
                     "dropped": sum(stats.dropped.values())},
         "skipped": dict(sorted(skipped.items())),
-        "dropped": dict(sorted(stats.dropped.items())),
+        "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
         "budget_tokens": {str(k): round(v) for k, v in sampler.budgets.items()} or None,
         "parts": parts,
         "inputs": [vars(f) for f in files],

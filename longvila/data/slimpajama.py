@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import orjson
 import zstandard
 
 from longvila.data.sources import SOURCES
@@ -99,10 +100,8 @@ def _frames(f, input_file: InputFile, hasher) -> Iterator[bytes]:
         raise EOFError("file ends inside a zstd frame")
 
 
-def _parse(line: bytes, where: str, skips: SkipLog) -> Document | None:
-    if not line.strip():
-        skips.skip("blank_line", where, "empty line")
-        return None
+def _parse_slow(line: bytes, where: str, skips: SkipLog):
+    """The record orjson refused: classify why (or accept what the stdlib parser reads, e.g. NaN fields)."""
     try:
         text_line = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -113,6 +112,26 @@ def _parse(line: bytes, where: str, skips: SkipLog) -> Document | None:
     except json.JSONDecodeError as e:
         skips.skip("malformed_json", where, str(e))
         return None
+    text = rec.get("text") if isinstance(rec, dict) else None
+    if isinstance(text, str):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            skips.skip("invalid_utf8", where, f"lone surrogate in text: {e}")
+            return None
+    return rec
+
+
+def _parse(line: bytes, where: str, skips: SkipLog) -> Document | None:
+    if not line.strip():
+        skips.skip("blank_line", where, "empty line")
+        return None
+    try:
+        rec = orjson.loads(line)  # strict UTF-8, no lone surrogates; 3x the stdlib's speed
+    except orjson.JSONDecodeError:
+        rec = _parse_slow(line, where, skips)
+        if rec is None:
+            return None
     if not isinstance(rec, dict):
         skips.skip("malformed_json", where, f"a JSON {type(rec).__name__}, not an object")
         return None
@@ -125,11 +144,6 @@ def _parse(line: bytes, where: str, skips: SkipLog) -> Document | None:
         return None
     if not text.strip():
         skips.skip("empty_text", where, "text is empty or whitespace")
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        skips.skip("invalid_utf8", where, f"lone surrogate in text: {e}")
         return None
     meta = rec.get("meta")
     source = meta.get("redpajama_set_name") if isinstance(meta, dict) else None

@@ -75,23 +75,24 @@ def test_uniform_hash_is_stable_and_uniform():
 
 
 def test_sampler_modes():
-    cfg = PackConfig(upsample="none")
-    s = Sampler(cfg, None)
-    assert all(s.before_tokenize("RedPajamaC4", f"f:{i}", 10) is None for i in range(100))
+    s = Sampler(PackConfig(upsample="none"), None)
+    assert not any(s.drops_short(f"f:{i}", 10) for i in range(100))
 
-    cfg = PackConfig(upsample="global", keep_ratio=0.25, short_threshold=100, chars_per_token=1.0)
-    s = Sampler(cfg, None)
-    kept = sum(s.before_tokenize("RedPajamaC4", f"f:{i}", 50) is None for i in range(4000))
-    assert 0.2 < kept / 4000 < 0.3                               # short docs kept with p = keep_ratio
-    assert all(s.before_tokenize("RedPajamaC4", f"f:{i}", 100) is None for i in range(100))  # long: always
+    s = Sampler(PackConfig(upsample="global", keep_ratio=0.25, short_threshold=100, chars_per_token=1.0), None)
+    kept = sum(not s.drops_short(f"f:{i}", 50) for i in range(4000))
+    assert 0.2 < kept / 4000 < 0.3                                   # short docs kept with p = keep_ratio
+    assert not any(s.drops_short(f"f:{i}", 100) for i in range(100))   # long docs always kept
+    assert not s.over_budget("RedPajamaC4") and s.charge("RedPajamaC4", 10**9)  # no budget: never spent
 
 
 def test_per_source_budget_follows_the_mix():
     cfg = PackConfig(upsample="per_source", keep_ratio=1.0, mix={"RedPajamaC4": 3.0, "RedPajamaBook": 1.0})
     s = Sampler(cfg, budget_tokens=400)
     assert s.budgets["RedPajamaC4"] == 300 and s.budgets["RedPajamaBook"] == 100 and s.budgets["RedPajamaGithub"] == 0
-    assert s.before_tokenize("RedPajamaGithub", "g:1", 10_000) == "over_budget"
-    assert s.after_tokenize("RedPajamaBook", 60) is None and s.after_tokenize("RedPajamaBook", 60) is None
-    assert s.after_tokenize("RedPajamaBook", 1) == "over_budget"   # 120 >= 100: spent
-    assert s.before_tokenize("RedPajamaBook", "b:9", 10_000) == "over_budget"
-    assert s.after_tokenize("RedPajamaC4", 10) is None
+    assert s.over_budget("RedPajamaGithub")
+    assert s.charge("RedPajamaBook", 60) and s.charge("RedPajamaBook", 60)
+    assert not s.charge("RedPajamaBook", 1) and s.over_budget("RedPajamaBook")   # 120 >= 100: spent
+    assert s.charge("RedPajamaC4", 10) and not s.over_budget("RedPajamaC4")
+
+    g = Sampler(PackConfig(upsample="global"), budget_tokens=100)
+    assert g.charge("RedPajamaC4", 100) and g.over_budget("RedPajamaBook")     # one shared budget
