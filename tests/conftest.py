@@ -34,3 +34,16 @@ def small_corpus(tmp_path_factory) -> Path:
 
 def corpus_inputs(root: Path) -> list[tuple[Path, str]]:
     return [(p, str(p.relative_to(root))) for p in sorted(root.glob("train/chunk*/*.jsonl.zst"))]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked `gpu` when no CUDA device is present (CI has none; the device checks run them)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (run on a GPU machine: pytest -m gpu)")
+        for item in gpu_items:
+            item.add_marker(skip)

@@ -1,0 +1,40 @@
+"""Small utilities: atomic writes, optional imports."""
+
+from __future__ import annotations
+
+import pytest
+
+from longvila.utils.io import atomic_dir, atomic_path
+from longvila.utils.optional import import_optional
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    assert (out / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a").write_text("2")
+        raise RuntimeError("killed")
+    assert (out / "a").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / ".out.tmp-999").mkdir()  # what a SIGKILLed run leaves
+    with atomic_dir(out) as tmp:
+        (tmp / "b").write_text("3")
+    assert sorted(p.name for p in out.iterdir()) == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_path(tmp_path):
+    target = tmp_path / "sub" / "f.txt"
+    with pytest.raises(ValueError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise ValueError
+    assert not target.exists() and not list(target.parent.iterdir())
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+
+
+def test_optional_import_names_the_extra():
+    assert import_optional("json").dumps([1]) == "[1]"
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[gpu\]'"):
+        import_optional("flash_attn.nonexistent_module_for_test")
