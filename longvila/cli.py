@@ -41,14 +41,15 @@ def _glob_root(pattern: str) -> Path:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from longvila.data.manifest import build_manifest, check_conservation
+    from longvila.data.manifest import budget_report, build_manifest, check_conservation
     from longvila.data.shards import pack_files
     from longvila.data.tokenizer import load_tokenizer
-    from longvila.utils.io import atomic_dir, write_json_atomic
+    from longvila.utils.io import atomic_dir, check_output_dir, write_json_atomic
 
     files = sorted(p for p in glob.glob(args.input, recursive=True) if os.path.isfile(p))
     if not files:
         raise ValueError(f"--input {args.input!r} matches no file; quote the glob so the shell does not expand it")
+    check_output_dir(args.out, files)
     root = _glob_root(args.input)
     inputs = [(Path(p), str(Path(p).relative_to(root))) for p in files]
     cfg = PackConfig(contexts=[ContextConfig(name="cli", seq_len=args.seq_len, max_rows=args.max_rows)],
@@ -67,6 +68,8 @@ def _pack(args: argparse.Namespace) -> int:
                                   upsample=cfg.upsample)
         check_conservation(manifest)
         write_json_atomic(tmp / "manifest.json", manifest)
+    for warning in budget_report(summary)[1]:
+        get_logger().warning(f"pack: {warning}")
     get_logger().info(f"pack: {summary['rows']} rows, {summary['remainder_tokens']} remainder tokens, "
                       f"skipped {summary['skipped'] or 'none'}, dropped {summary['dropped'] or 'none'} -> {args.out}")
     return 0
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     init_logger()
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # bad input, config, or a path that cannot be written
         get_logger().error(f"error: {e}")
         return 2
 

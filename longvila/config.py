@@ -164,7 +164,9 @@ class PackConfig:
     seed: int = 1234
     """Seed of every random choice (shuffle, drops): same config + seed = byte-identical shards."""
     shuffle_buffer: int = 2048
-    """Documents held in the seeded shuffle buffer (bounds memory; the input is never loaded whole)."""
+    """Documents held in the seeded shuffle buffer (bounds memory; the input is never loaded whole). The
+    shuffle is local: within each batch of files (whose order is shuffled too) through this buffer; batches
+    follow each other in order, and the batches' merged remainders come last."""
     encode_batch: int = 1024
     """Documents per batch-encode call (large batches balance the tokenizer's threads better)."""
     workers: int = 0

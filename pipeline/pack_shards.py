@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from longvila.config import config_to_dict
-from longvila.data.manifest import build_manifest, check_conservation
+from longvila.data.manifest import budget_report, build_manifest, check_conservation
 from longvila.data.shards import merge_batches
 from longvila.utils.io import atomic_dir, write_json_atomic
 from longvila.utils.logging import get_logger
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                                       run_name=cfg.run_name, upsample=cfg.pack.upsample)
             check_conservation(manifest)
             write_json_atomic(tmp / "manifest.json", manifest)
+        for warning in budget_report(merged)[1]:
+            get_logger().warning(f"pack_shards: {warning}")
         get_logger().info(f"pack_shards: {merged['rows']} rows x {merged['seq_len']} tokens in {len(merged['parts'])} "
                           f"parts, remainder {merged['remainder_tokens']} tokens -> {args.out}")
 

@@ -25,6 +25,30 @@ def code_version() -> dict:
     return info
 
 
+def budget_report(summary: dict) -> tuple[dict | None, list[str]]:
+    """How the token budget was used: ({budget, used, met, per_key}, warnings), or (None, []) without one.
+
+    A document is accepted while its source's budget is not yet spent, so a source can overshoot by up to
+    one document (a long book can exceed a small share), and undershoot when the corpus holds too few
+    documents of that source after upsampling. Both are reported here rather than hidden.
+    """
+    budgets = summary.get("budget_tokens")
+    if not budgets:
+        return None, []
+    sources = summary["sources"]
+    per_key, warnings = {}, []
+    for key, budget in budgets.items():
+        picked = [s for s in sources if key in (s, "None")]
+        used = sum(sources[s]["tokens"] + sources[s]["documents"] for s in picked)  # + one EOS per document
+        per_key[key] = {"budget": budget, "used": used}
+        if budget and not 0.9 <= used / budget <= 1.1:
+            label = "the budget" if key == "None" else f"{key}'s share of the budget"
+            why = "too few documents after upsampling" if used < budget else "its last document overshoots"
+            warnings.append(f"{label}: used {used:,} of {budget:,} tokens ({used / budget:.0%}): {why}")
+    total, used = sum(budgets.values()), sum(v["used"] for v in per_key.values())
+    return {"budget": total, "used": used, "met": used >= total, "per_key": per_key}, warnings
+
+
 def build_manifest(summary: dict, *, tokenizer: dict, config: dict, run_name: str, upsample: str) -> dict:
     """The manifest: the pack summary plus tokenizer, resolved config and code version.
 
@@ -34,7 +58,7 @@ def build_manifest(summary: dict, *, tokenizer: dict, config: dict, run_name: st
     head = {"format_version": FORMAT_VERSION, "run_name": run_name, "upsample": upsample,
             "seq_len": summary["seq_len"], "rows": summary["rows"], "tokens": summary["tokens"],
             "remainder_tokens": summary["remainder_tokens"], "tokenizer": tokenizer}
-    tail = {"config": config, "code_version": code_version()}
+    tail = {"budget": budget_report(summary)[0], "config": config, "code_version": code_version()}
     body = {k: v for k, v in summary.items() if k not in head}
     return {**head, **body, **tail}
 

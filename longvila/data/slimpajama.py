@@ -12,7 +12,7 @@ Skip reasons (the manifest's `skipped` keys):
     non_string_text  "text" is not a string
     empty_text       "text" is empty or whitespace only
     unknown_source   meta.redpajama_set_name missing or not one of the 7 SlimPajama sources
-    truncated_file   the file ends inside a zstd frame (records in the lost tail cannot be counted)
+    truncated_file   the file ends inside a zstd frame, or is empty (records in a lost tail cannot be counted)
     corrupt_file     the zstd data is not decodable from some point on
 """
 
@@ -98,6 +98,8 @@ def _frames(f, input_file: InputFile, hasher) -> Iterator[bytes]:
                 chunk = b""
     if obj is not None:
         raise EOFError("file ends inside a zstd frame")
+    if input_file.bytes == 0:
+        raise EOFError("empty file (0 bytes), not even one zstd frame: an interrupted download?")
 
 
 def _parse_slow(line: bytes, where: str, skips: SkipLog):
@@ -109,8 +111,8 @@ def _parse_slow(line: bytes, where: str, skips: SkipLog):
         return None
     try:
         rec = json.loads(text_line)
-    except json.JSONDecodeError as e:
-        skips.skip("malformed_json", where, str(e))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, a >4300-digit int, nesting too deep
+        skips.skip("malformed_json", where, f"{type(e).__name__}: {str(e)[:200]}")
         return None
     text = rec.get("text") if isinstance(rec, dict) else None
     if isinstance(text, str):

@@ -68,7 +68,11 @@ def load_tokenizer(cfg: TokenizerConfig) -> TextTokenizer:
     from tokenizers import Tokenizer
 
     folder, name = resolve_tokenizer_dir(cfg.path)
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    try:
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as e:  # the Rust loader raises a bare Exception on a malformed file
+        raise ValueError(f"{folder / 'tokenizer.json'} is not a readable tokenizer file ({e}); "
+                         "re-copy it from the model checkpoint") from e
     eos_id = tok.token_to_id(cfg.eos_token)
     if eos_id is None:
         raise ValueError(f"tokenizer.eos_token {cfg.eos_token!r} is not in the vocabulary of {folder}; "

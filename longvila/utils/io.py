@@ -20,16 +20,42 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_temporaries(path: Path) -> None:
-    """Delete `.NAME.tmp-*` left next to `path` by killed runs."""
+    """Delete `.NAME.tmp-PID` left next to `path` by killed runs (not those of a run still alive)."""
     parent = path.parent
     if not parent.is_dir():
         return
     for stale in parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another run writing the same output right now
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
+
+
+def check_output_dir(out: str | Path, inputs: list[str | Path], marker: str = "manifest.json") -> None:
+    """Refuse an output folder whose replacement would destroy data: one that holds (or is) an input's
+    folder, or an existing non-empty folder that is not a previous output (no `marker` file in it)."""
+    out = Path(out).resolve()
+    for p in inputs:
+        if out == Path(p).resolve().parent or out in Path(p).resolve().parents:
+            raise ValueError(f"--out {out} contains the input {p}; writing there would replace the inputs. "
+                             "Choose an output folder outside the corpus")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
+        raise ValueError(f"--out {out} exists and is not a previous output (no {marker}); choose a new folder "
+                         "or remove it first")
 
 
 @contextlib.contextmanager

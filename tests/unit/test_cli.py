@@ -83,3 +83,25 @@ def test_killed_pack_leaves_nothing_and_rerun_is_identical(tmp_path):
         assert (ref / name).read_bytes() == (out / name).read_bytes(), name
     strip = lambda m: {k: v for k, v in json.loads(m.read_text()).items() if k not in ("code_version",)}
     assert strip(ref / "manifest.json") == strip(out / "manifest.json")
+
+
+def test_out_that_would_destroy_inputs_is_refused(tmp_path, small_corpus):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_corpus / "train", corpus)
+    before = sorted(p.name for p in corpus.rglob("*"))
+    for out in (corpus, corpus / "chunk1", tmp_path):
+        args = ["pack", "--input", f"{corpus}/chunk*/*.jsonl.zst", "--tokenizer", "builtin:qwen2",
+                "--seq-len", "64", "--out", str(out), "--quiet"]
+        assert main(args) == 2
+    assert sorted(p.name for p in corpus.rglob("*")) == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    args = ["pack", "--input", f"{corpus}/chunk*/*.jsonl.zst", "--tokenizer", "builtin:qwen2", "--seq-len", "64",
+            "--out", str(other), "--quiet"]
+    assert main(args) == 2 and (other / "keep.txt").read_text() == "mine"
+    out = tmp_path / "packed"
+    args[args.index(str(other))] = str(out)
+    assert main(args) == 0 and main(args) == 0  # a previous output (with manifest.json) is replaced

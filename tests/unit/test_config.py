@@ -76,3 +76,15 @@ def test_defaults_are_valid_and_documented():
     missing = [f"{sec}.{k}" for sec, body in schema["properties"].items() if body.get("type") == "object"
                for k, v in body.get("properties", {}).items() if not v.get("description")]
     assert not missing, f"fields without a docstring: {missing}"
+
+
+def test_conda_env_has_what_the_data_rules_import():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split("=")[0].split(">")[0].split("<")[0].strip() for d in deps}
+    env = yaml.safe_load((REPO / "envs" / "prep.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    in_env = {p.split("=")[0].split(">")[0].split("<")[0].strip() for p in pip}
+    workflow_only = {"snakemake", "snakemake-executor-plugin-slurm", "submitit"}
+    assert names - workflow_only <= in_env, f"add to envs/prep.yaml: {sorted(names - workflow_only - in_env)}"

@@ -104,3 +104,20 @@ def test_skip_log_caps_individual_messages(tmp_path, logged):
     docs, skips, _ = read_all(path)
     assert skips.counts["empty_text"] == 60 and len(docs) == 1
     assert len(logged) == 51 and "e.jsonl.zst:50:" in logged[49] and "further ones are only counted" in logged[50]
+
+
+def test_empty_file_counts_as_truncated(tmp_path):
+    path = tmp_path / "empty.jsonl.zst"
+    path.write_bytes(b"")
+    docs, skips, info = read_all(path)
+    assert not docs and dict(skips.counts) == {"truncated_file": 1} and info.bytes == 0
+
+
+@pytest.mark.parametrize("line", [b"[" * 200_000 + b"\n", b'{"text": "x", "n": ' + b"9" * 5000 + b"}\n"],
+                         ids=["deep-nesting", "huge-int"])
+def test_pathological_json_is_malformed_not_a_crash(tmp_path, line):
+    path = write(tmp_path / "p.jsonl.zst", line + rec("fine"))
+    docs, skips, _ = read_all(path)
+    assert [d.text for d in docs] == ["fine"] and dict(skips.counts) == {"malformed_json": 1}
+    with pytest.raises(ValueError, match=r"p.jsonl.zst:1: bad input \(malformed_json\)"):
+        read_all(path, strict=True)

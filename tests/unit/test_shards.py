@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import datasets
 import numpy as np
@@ -142,3 +144,55 @@ def test_bad_records_are_counted_in_the_summary(tmp_path, small_corpus, tokenize
     check_conservation(summary)
     with pytest.raises(ValueError, match=r"bad.jsonl.zst:1: bad input \(non_string_text\)"):
         pack(tmp_path, "strict", inputs, tokenizer, strict=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_writer_stops_the_pack(tmp_path, small_corpus, tokenizer, monkeypatch):
+    from longvila.data import parquet
+
+    calls = {"n": 0}
+    original = parquet.ShardWriter.add
+
+    def failing_add(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, rows)
+
+    monkeypatch.setattr(parquet.ShardWriter, "add", failing_add)
+    with pytest.raises(OSError, match="No space left"):
+        pack(tmp_path, "full-disk", corpus_inputs(small_corpus), tokenizer, encode_batch=8)
+    assert not [t for t in threading.enumerate() if t.name.startswith("pack-")]
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_tokenizer_stops_the_reader_promptly(tmp_path, small_corpus, tokenizer):
+    class Broken:
+        eos_id = tokenizer.eos_id
+        calls = 0
+
+        def encode_batch(self, texts):
+            Broken.calls += 1
+            if Broken.calls == 2:
+                raise RuntimeError("tokenizer crashed")
+            return tokenizer.encode_batch(texts)
+
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="tokenizer crashed"):
+        pack(tmp_path, "broken", corpus_inputs(small_corpus) * 20, Broken(), encode_batch=4)
+    assert time.perf_counter() - t0 < 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("pack-")]
+
+
+def test_budget_report_names_under_and_overshoot(tmp_path, small_corpus, tokenizer):
+    from longvila.data.manifest import budget_report
+
+    _, up = pack(tmp_path, "budget", corpus_inputs(small_corpus), tokenizer, upsample="per_source",
+                 short_threshold=200, keep_ratio=0.1, max_rows=60)
+    report, warnings = budget_report(up)
+    assert report["budget"] == pytest.approx(60 * SEQ, abs=7)
+    assert report["used"] == sum(v["tokens"] + v["documents"] for v in up["sources"].values())
+    assert set(report["per_key"]) == set(up["budget_tokens"])
+    off = [k for k, v in report["per_key"].items() if v["budget"] and not 0.9 <= v["used"] / v["budget"] <= 1.1]
+    assert len(warnings) == len(off) > 0 and all("of the budget" in w or "budget:" in w for w in warnings)
+    assert budget_report(pack(tmp_path, "nobudget", corpus_inputs(small_corpus)[:1], tokenizer)[1]) == (None, [])

@@ -1,6 +1,7 @@
 # Config validation (JSON schema + the dataclasses), path helpers and the final targets.
 import base64
 import json
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -49,7 +50,8 @@ def batch_inputs(wildcards):
 
 
 def pack_threads():
-    return CFG.pack.workers or 2
+    """pack.workers, or 0 = every core this run may use (--cores; on a cluster, override with set-threads)."""
+    return CFG.pack.workers or max(1, min(workflow.cores or 1, os.cpu_count() or 1))
 
 
 def final_targets():
