@@ -1,0 +1,117 @@
+"""`LongVILAForCausalLM`: SigLIP vision tower -> mlp_downsample projector -> Qwen2, in the released layout.
+
+Shapes: N frames, T tokens per frame, D LLM hidden size, B batch, L sequence length.
+
+A pure single-process module (no process groups). Media enter the LLM at placeholder tokens (`<vila/video>`
+or `<image>`): each placeholder is replaced by its frames' embeddings, each frame followed by the embedding
+of one "\\n" token (LONGVILA.md section 3.4).
+
+Checkpoint layout (read and written): `config.json` (model_type llava_llama, part configs inline),
+`llm/` (Qwen2ForCausalLM + tokenizer files), `vision_tower/` (SiglipVisionModel), `mm_projector/`
+(`config.json` + `model.safetensors` with keys `layers.*`). Weights load from safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from longvila.model.configuration import LongVILAConfig
+from longvila.model.projector import MultimodalProjector
+
+PARTS = ("llm", "vision_tower", "mm_projector")
+
+
+class LongVILAForCausalLM(PreTrainedModel):
+    config_class = LongVILAConfig
+    base_model_prefix = "llm"
+    _no_split_modules = ["Qwen2DecoderLayer", "SiglipEncoderLayer"]
+
+    def __init__(self, config: LongVILAConfig, llm: Qwen2ForCausalLM | None = None,
+                 vision_tower: SiglipVisionModel | None = None, mm_projector: MultimodalProjector | None = None):
+        super().__init__(config)
+        self.llm = llm if llm is not None else Qwen2ForCausalLM(config.llm_config())
+        self.vision_tower = vision_tower if vision_tower is not None else SiglipVisionModel(config.vision_config())
+        self.mm_projector = mm_projector if mm_projector is not None else MultimodalProjector(
+            config.projector_type, self.vision_tower.config.hidden_size, self.llm.config.hidden_size)
+        self.post_init()
+
+    # ---------------------------------------------------------------- media
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] preprocessed frames -> [N, T, D] (vision tower -> select layer -> projector)."""
+        out = self.vision_tower(pixel_values=pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+        feats_NPC = out.hidden_states[self.config.mm_vision_select_layer]
+        return self.mm_projector(feats_NPC)
+
+    def media_embeds(self, frames_NTD: torch.Tensor, newline_id: int) -> torch.Tensor:
+        """[N, T, D] frame tokens -> [N * (T + 1), D]: each frame followed by the "\\n" token's embedding."""
+        newline = self.llm.get_input_embeddings()(torch.tensor([newline_id], device=frames_NTD.device))
+        n, _, d = frames_NTD.shape
+        return torch.cat([frames_NTD, newline.expand(n, 1, d).to(frames_NTD.dtype)], dim=1).reshape(-1, d)
+
+    def splice(self, input_ids_L: torch.Tensor, media: list[torch.Tensor], media_token_ids: set[int],
+               labels_L: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embed one sequence and replace its media placeholders, in order, by `media` ([M_k, D] each).
+
+        Returns the [L', D] embeddings and, if given, labels with -100 over every media position.
+        """
+        embeds_LD = self.llm.get_input_embeddings()(input_ids_L)
+        where = [i for i, t in enumerate(input_ids_L.tolist()) if t in media_token_ids]
+        if len(where) != len(media):
+            raise ValueError(f"the sequence has {len(where)} media placeholders but {len(media)} media were given")
+        pieces, label_pieces, start = [], [], 0
+        for pos, m in zip(where, media):
+            pieces += [embeds_LD[start:pos], m.to(embeds_LD.dtype)]
+            if labels_L is not None:
+                label_pieces += [labels_L[start:pos], labels_L.new_full((len(m),), -100)]
+            start = pos + 1
+        pieces.append(embeds_LD[start:])
+        if labels_L is not None:
+            label_pieces.append(labels_L[start:])
+        return torch.cat(pieces), (torch.cat(label_pieces) if labels_L is not None else None)
+
+    def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None, labels=None,
+                **kwargs) -> CausalLMOutputWithPast:
+        """The LLM on token ids or on spliced embeddings (see `splice`); the loss is Qwen2's. Other keyword
+        arguments (the KV cache, use_cache, ...) go to Qwen2ForCausalLM unchanged."""
+        return self.llm(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                        position_ids=position_ids, labels=labels, **kwargs)
+
+    # ---------------------------------------------------------------- checkpoint layout
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Write the released layout: config.json, llm/, vision_tower/, mm_projector/ (safetensors)."""
+        root = Path(save_directory)
+        root.mkdir(parents=True, exist_ok=True)
+        self.config.llm_cfg = self.llm.config.to_dict()
+        self.config.vision_tower_cfg = self.vision_tower.config.to_dict()
+        self.config.save_pretrained(root)
+        self.llm.save_pretrained(root / "llm", **kwargs)
+        self.vision_tower.save_pretrained(root / "vision_tower", **kwargs)
+        proj = root / "mm_projector"
+        proj.mkdir(exist_ok=True)
+        (proj / "config.json").write_text(json.dumps(
+            {"architectures": ["MultimodalProjector"], "mm_projector_type": self.mm_projector.projector_type,
+             "model_type": "v2l_projector", "torch_dtype": str(self.dtype).replace("torch.", "")}, indent=2))
+        state = {k: v.detach().contiguous() for k, v in self.mm_projector.state_dict().items()}
+        save_file(state, str(proj / "model.safetensors"), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, config: LongVILAConfig | None = None,
+                        torch_dtype=None, dtype=None, **kwargs) -> "LongVILAForCausalLM":
+        """Load the released layout (also what `AutoModel.from_pretrained(path)` calls)."""
+        from longvila.model.checkpoint import load_parts
+
+        root = Path(pretrained_model_name_or_path)
+        config = config if isinstance(config, LongVILAConfig) else LongVILAConfig.from_pretrained(root)
+        llm, vision, projector = load_parts(root, config, dtype=dtype or torch_dtype)
+        model = cls(config, llm=llm, vision_tower=vision, mm_projector=projector)
+        return model.eval()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Sub-models initialise themselves; the projector keeps PyTorch's defaults."""

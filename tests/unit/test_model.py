@@ -1,0 +1,139 @@
+"""The LongVILA model against a hand-composed reference, loading a checkpoint written in the released layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+import longvila.model  # noqa: F401  (registers llava_llama with the Auto classes)
+from longvila.model import LongVILAForCausalLM, build_config
+from longvila.model.sizes import SIZES
+from tests.unit.test_projector import reference_downsample
+
+VIDEO_ID, NEWLINE_ID = 151650, 198
+
+
+def write_released_checkpoint(root, rope=None):
+    """A tiny checkpoint in the released on-disk layout, written with Transformers' own classes and a
+    projector state dict under the released key names: independent of longvila's saver."""
+    torch.manual_seed(0)
+    llm_kw, vis_kw = SIZES["tiny"]
+    llm_cfg = Qwen2Config(**{**llm_kw, **(rope or {})})
+    vis_cfg = SiglipVisionConfig(**vis_kw)
+    Qwen2ForCausalLM(llm_cfg).save_pretrained(root / "llm")
+    SiglipVisionModel(vis_cfg).save_pretrained(root / "vision_tower")
+    c4, d = 4 * vis_cfg.hidden_size, llm_cfg.hidden_size
+    mlp = nn.Sequential(nn.LayerNorm(c4), nn.Linear(c4, d), nn.GELU(), nn.Linear(d, d))
+    for p in mlp.parameters():
+        nn.init.normal_(p, std=0.05)
+    (root / "mm_projector").mkdir()
+    save_file({f"layers.{k}": v.contiguous() for k, v in mlp.state_dict().items()},
+              str(root / "mm_projector/model.safetensors"))
+    (root / "mm_projector/config.json").write_text(json.dumps(
+        {"architectures": ["MultimodalProjector"], "mm_projector_type": "mlp_downsample", "model_type": "v2l_projector",
+         "torch_dtype": "float32"}))
+    (root / "config.json").write_text(json.dumps({
+        "architectures": ["LlavaLlamaModel"], "model_type": "llava_llama", "llm_cfg": llm_cfg.to_dict(),
+        "vision_tower_cfg": vis_cfg.to_dict(), "mm_projector_cfg": {"mm_projector_type": "mlp_downsample"},
+        "hidden_size": llm_cfg.hidden_size, "mm_hidden_size": vis_cfg.hidden_size, "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "cls_patch", "image_aspect_ratio": "resize", "num_video_frames": 3,
+        "fps": 0.0, "model_dtype": "torch.float32", "drop_path_rate": 0.0, "interpolate_mode": "linear"}))
+    return mlp
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return root, write_released_checkpoint(root)
+
+
+def test_automodel_loads_the_released_layout_and_matches_the_reference(released):
+    root, mlp = released
+    model = AutoModel.from_pretrained(root)
+    assert isinstance(model, LongVILAForCausalLM)
+    assert isinstance(AutoModelForCausalLM.from_pretrained(root), LongVILAForCausalLM)
+
+    torch.manual_seed(1)
+    frames = torch.randn(3, 3, 32, 32)
+    ids = torch.tensor([151644, 872, 198, VIDEO_ID, 3838, 374, 419, 30, 151645])
+
+    # the reference, composed by hand from the parts as saved
+    vision = SiglipVisionModel.from_pretrained(root / "vision_tower").eval()
+    llm = Qwen2ForCausalLM.from_pretrained(root / "llm").eval()
+    with torch.no_grad():
+        feats = vision(pixel_values=frames, output_hidden_states=True).hidden_states[-2]   # [3, 64, 32]
+        tokens = mlp(reference_downsample(feats, 8))                                          # [3, 16, 64]
+        emb = llm.get_input_embeddings()
+        newline = emb(torch.tensor([NEWLINE_ID]))[0]
+        media = torch.cat([torch.cat([t, newline[None]]) for t in tokens])                    # 3 x (16 + 1)
+        pos = ids.tolist().index(VIDEO_ID)
+        seq = torch.cat([emb(ids[:pos]), media, emb(ids[pos + 1:])])
+        want = llm(inputs_embeds=seq[None]).logits
+
+        got_media = model.media_embeds(model.encode_frames(frames), NEWLINE_ID)
+        embeds, _ = model.splice(ids, [got_media], {VIDEO_ID})
+        got = model(inputs_embeds=embeds[None]).logits
+    assert got.shape == (1, len(ids) - 1 + 3 * 17, SIZES["tiny"][0]["vocab_size"])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_labels_are_masked_over_media(released):
+    model = AutoModel.from_pretrained(released[0])
+    ids = torch.tensor([1, VIDEO_ID, 2, 3])
+    labels = torch.tensor([-100, -100, 2, 3])
+    media = torch.zeros(5, 64)
+    embeds, out = model.splice(ids, [media], {VIDEO_ID}, labels)
+    assert embeds.shape == (8, 64) and out.tolist() == [-100] * 6 + [2, 3]
+    with pytest.raises(ValueError, match="1 media placeholders but 2 media"):
+        model.splice(ids, [media, media], {VIDEO_ID})
+
+
+def test_save_load_round_trip_is_bit_identical(released, tmp_path):
+    model = AutoModel.from_pretrained(released[0])
+    model.save_pretrained(tmp_path / "again")
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["config.json", "llm", "mm_projector", "vision_tower"]
+    again = AutoModel.from_pretrained(tmp_path / "again")
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cfg = json.loads((tmp_path / "again/config.json").read_text())
+    assert cfg["model_type"] == "llava_llama" and cfg["architectures"] == ["LlavaLlamaModel"]
+    assert cfg["llm_cfg"]["hidden_size"] == 64 and cfg["interpolate_mode"] == "linear"
+
+
+def test_rope_theta_and_linear_scaling_are_honoured(tmp_path):
+    rope = {"rope_theta": 15_300_000.0, "rope_scaling": {"type": "linear", "factor": 4.0},
+            "max_position_embeddings": 131072}
+    write_released_checkpoint(tmp_path, rope=rope)
+    model = AutoModel.from_pretrained(tmp_path)
+    rotary = model.llm.model.rotary_emb
+    dim = 64 // 4
+    expected = 1.0 / (15_300_000.0 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)) / 4.0
+    torch.testing.assert_close(rotary.inv_freq, expected)
+    assert model.llm.config.max_position_embeddings == 131072
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: (r / "vision_tower/config.json").unlink(), "vision_tower/config.json is missing"),
+    (lambda r: (r / "mm_projector/model.safetensors").unlink(), "projector weights are missing"),
+    (lambda r: (r / "config.json").write_text(json.dumps({**json.loads((r / "config.json").read_text()),
+                                                           "hidden_size": 128})), "hidden_size = 128"),
+    (lambda r: (r / "mm_projector/config.json").write_text(json.dumps({"mm_projector_type": "mlp_downsample_fix"})),
+     "unknown mm_projector_type 'mlp_downsample_fix'"),
+])
+def test_broken_checkpoints_name_the_file_and_field(tmp_path, damage, message):
+    write_released_checkpoint(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        AutoModel.from_pretrained(tmp_path)
+
+
+def test_named_sizes():
+    cfg = build_config("qwen2-7b-448")
+    assert cfg.llm_config().num_key_value_heads == 4 and cfg.vision_config().image_size == 448
+    with pytest.raises(ValueError, match="unknown model size"):
+        build_config("70b")
