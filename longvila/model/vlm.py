@@ -83,15 +83,35 @@ class LongVILAForCausalLM(PreTrainedModel):
         return self.llm(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                         position_ids=position_ids, labels=labels, **kwargs)
 
+    def resize_for_tokenizer(self, tokenizer) -> None:
+        """Grow the LLM's embeddings to the tokenizer's length (after `add_media_tokens`), as the release does."""
+        if len(tokenizer) > self.llm.get_input_embeddings().num_embeddings:
+            self.llm.resize_token_embeddings(len(tokenizer))
+            self.config.llm_cfg = self.llm.config.to_dict()
+
+    @torch.no_grad()
+    def generate_with_media(self, input_ids_L: torch.Tensor, media: list[torch.Tensor], media_token_ids: set[int],
+                            max_new_tokens: int = 32, eos_token_id: int | None = None, **kwargs) -> torch.Tensor:
+        """Greedy (by default) generation with a KV cache after media are spliced in; returns the new ids [T]."""
+        embeds_LD, _ = self.splice(input_ids_L, media, media_token_ids)
+        out = self.llm.generate(inputs_embeds=embeds_LD[None], attention_mask=torch.ones(1, len(embeds_LD),
+                                dtype=torch.long, device=embeds_LD.device), max_new_tokens=max_new_tokens,
+                                do_sample=kwargs.pop("do_sample", False), eos_token_id=eos_token_id,
+                                pad_token_id=eos_token_id, **kwargs)
+        return out[0]
+
     # ---------------------------------------------------------------- checkpoint layout
-    def save_pretrained(self, save_directory, **kwargs) -> None:
-        """Write the released layout: config.json, llm/, vision_tower/, mm_projector/ (safetensors)."""
+    def save_pretrained(self, save_directory, tokenizer=None, **kwargs) -> None:
+        """Write the released layout: config.json, llm/ (+ the tokenizer's files when given), vision_tower/,
+        mm_projector/ (safetensors)."""
         root = Path(save_directory)
         root.mkdir(parents=True, exist_ok=True)
         self.config.llm_cfg = self.llm.config.to_dict()
         self.config.vision_tower_cfg = self.vision_tower.config.to_dict()
         self.config.save_pretrained(root)
         self.llm.save_pretrained(root / "llm", **kwargs)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(root / "llm")
         self.vision_tower.save_pretrained(root / "vision_tower", **kwargs)
         proj = root / "mm_projector"
         proj.mkdir(exist_ok=True)

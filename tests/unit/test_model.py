@@ -137,3 +137,30 @@ def test_named_sizes():
     assert cfg.llm_config().num_key_value_heads == 4 and cfg.vision_config().image_size == 448
     with pytest.raises(ValueError, match="unknown model size"):
         build_config("70b")
+
+
+def test_greedy_generation_matches_a_step_by_step_forward_without_cache(released):
+    model = AutoModel.from_pretrained(released[0])
+    torch.manual_seed(2)
+    frames = torch.randn(2, 3, 32, 32)
+    ids = torch.tensor([151644, 872, 198, VIDEO_ID, 3838, 151645, 198, 151644, 77091, 198])
+    with torch.no_grad():
+        media = model.media_embeds(model.encode_frames(frames), NEWLINE_ID)
+        out = model.generate_with_media(ids, [media], {VIDEO_ID}, max_new_tokens=6)
+        again = model.generate_with_media(ids, [media], {VIDEO_ID}, max_new_tokens=6)
+        cur, _ = model.splice(ids, [media], {VIDEO_ID})
+        manual = []
+        for _ in range(6):
+            nxt = int(model(inputs_embeds=cur[None], use_cache=False).logits[0, -1].argmax())
+            manual.append(nxt)
+            cur = torch.cat([cur, model.llm.get_input_embeddings()(torch.tensor([nxt]))])
+    assert out.tolist() == again.tolist() == manual
+
+
+def test_resize_for_tokenizer_grows_the_embedding(released):
+    class Tok:
+        def __len__(self):
+            return 151_700
+    model = AutoModel.from_pretrained(released[0])
+    model.resize_for_tokenizer(Tok())
+    assert model.llm.get_input_embeddings().num_embeddings == 151_700 == model.config.llm_cfg["vocab_size"]
