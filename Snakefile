@@ -12,6 +12,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/slimpajama.smk"
+include: "workflow/rules/model.smk"
 
 
 rule all:

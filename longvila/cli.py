@@ -3,6 +3,7 @@
     longvila pack --input 'SlimPajama/train/chunk1/*.jsonl.zst' --tokenizer builtin:qwen2 \\
         --seq-len 65536 --out data/64k --upsample per_source --max-rows 3000
     longvila export --shards data/64k --out data/64k.jsonl
+    longvila infer --model results/init_model/tiny --video clip.mp4 --prompt "What happens?" --num-frames 8
 
 Run `longvila <command> --help` for each command's flags.
 """
@@ -83,6 +84,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _infer(args: argparse.Namespace) -> int:
+    from longvila.model.inference import answer, load_for_inference
+
+    model, tokenizer = load_for_inference(args.model)
+    text = answer(model, tokenizer, args.prompt, video=args.video, image=args.image, num_frames=args.num_frames,
+                  max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    print(text, flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longvila", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shards", required=True, metavar="DIR", help="a packed data set folder")
     e.add_argument("--out", required=True, metavar="FILE", help="the .jsonl file to write")
     e.set_defaults(func=_export)
+    i = sub.add_parser("infer", help="answer a question about a video or an image with a LongVILA checkpoint",
+                       description="Load a checkpoint in the released layout (config.json, llm/, vision_tower/, "
+                                   "mm_projector/), sample --num-frames frames uniformly over the whole video, and "
+                                   "print the model's greedy answer to --prompt.")
+    i.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder (released LongVILA layout)")
+    media = i.add_mutually_exclusive_group()
+    media.add_argument("--video", metavar="FILE", help="a video file (decord, PyAV fallback)")
+    media.add_argument("--image", metavar="FILE", help="an image file")
+    i.add_argument("--prompt", required=True, metavar="TEXT", help="the question")
+    i.add_argument("--num-frames", type=int, default=8, metavar="N", help="frames sampled from the video (default 8)")
+    i.add_argument("--max-new-tokens", type=int, default=64, metavar="T", help="answer length limit (default 64)")
+    i.add_argument("--quiet", action="store_true", help="no progress bars")
+    i.set_defaults(func=_infer)
     return parser
 
 

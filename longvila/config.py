@@ -210,6 +210,23 @@ class PackConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The model that the training stages start from."""
+
+    size: str = "tiny"
+    """A named size (longvila/model/sizes.py): 'tiny' (CPU: 32-px frames, 2+2 layers, hidden 64),
+    'qwen2-1.5b-384', 'qwen2-7b-384', 'qwen2-7b-448' (the release's shapes)."""
+    checkpoint: str | None = None
+    """A checkpoint folder in the released layout to start from (paper: the stage-3 model). null = build a
+    randomly initialised model of `size` (rule init_model)."""
+    seed: int = 0
+    """Seed of the random initialisation."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.size), "model.size", "name a size, e.g. 'tiny' or 'qwen2-7b-384'")
+
+
+@dataclass
 class Config:
     """The whole run configuration (`config.yaml`)."""
 
@@ -223,6 +240,8 @@ class Config:
     """Stage-4 text input."""
     pack: PackConfig = field(default_factory=PackConfig)
     """Packing into fixed-length shards."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model."""
 
 
 # ----------------------------------------------------------------------------------------------------------

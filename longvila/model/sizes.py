@@ -18,7 +18,7 @@ _SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layer
 SIZES = {
     "tiny": (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6, vocab_size=QWEN2_VOCAB,
-                  tie_word_embeddings=False),
+                  tie_word_embeddings=False),  # untied, like Qwen2-7B: resizing for media tokens grows both
              dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
                   patch_size=4, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)),
     "qwen2-1.5b-384": (dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
@@ -42,3 +42,18 @@ def build_config(size: str, **llm_overrides) -> LongVILAConfig:
         raise ValueError(f"unknown model size {size!r}; known: {', '.join(SIZES)}")
     llm, vision = SIZES[size]
     return LongVILAConfig.from_parts(Qwen2Config(**{**llm, **llm_overrides}), SiglipVisionConfig(**vision))
+
+
+def build_model(size: str, tokenizer, seed: int = 0):
+    """A randomly initialised LongVILAForCausalLM of `size`, its embedding sized for `tokenizer` plus the media
+    tokens (added to `tokenizer` in place)."""
+    import torch
+
+    from longvila.model.conversation import add_media_tokens
+    from longvila.model.vlm import LongVILAForCausalLM
+
+    add_media_tokens(tokenizer)
+    torch.manual_seed(seed)
+    model = LongVILAForCausalLM(build_config(size))
+    model.resize_for_tokenizer(tokenizer)
+    return model.eval()

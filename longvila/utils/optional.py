@@ -6,8 +6,7 @@ import importlib
 from types import ModuleType
 
 # module -> the pyproject extra that installs it
-EXTRAS = {"deepspeed": "train", "accelerate": "train", "flash_attn": "gpu", "decord": "video", "av": "video",
-          "matplotlib": "video"}
+EXTRAS = {"deepspeed": "train", "accelerate": "train", "flash_attn": "gpu", "matplotlib": "plots"}
 
 
 def import_optional(module: str) -> ModuleType:

@@ -56,7 +56,7 @@ def test_lint_is_clean():
 def test_dry_run_default_config(tmp_path):
     counts = jobs(in_tmp(tmp_path, REPO / "config.yaml", "-n", "all"))
     assert counts == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4,
-                      "export_original": 4, "all": 1}
+                      "export_original": 4, "init_model": 1, "all": 1}
 
 
 def test_dry_run_paper_config(tmp_path):

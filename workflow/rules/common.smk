@@ -60,4 +60,6 @@ def final_targets():
         targets += expand("results/export_original/{ctx}.jsonl", ctx=CONTEXTS)
     if CFG.slimpajama.root is None:
         targets.append(f"{MADE_CORPUS}/manifest.json")
+    if CFG.model.checkpoint is None:
+        targets.append(f"results/init_model/{CFG.model.size}")
     return targets

@@ -1,0 +1,71 @@
+"""Single-process inference: a checkpoint folder + a video (or image) + a question -> an answer.
+
+    model, tokenizer = load_for_inference("results/init_model/tiny")
+    print(answer(model, tokenizer, video="clip.mp4", prompt="What happens?", num_frames=8))
+
+Frames are sampled uniformly over the whole video, preprocessed as SigLIP expects, encoded in chunks (with a
+progress bar for long videos), spliced into the ChatML prompt at `<vila/video>`, and the answer is decoded
+greedily with a KV cache. (Sequence-parallel prefill for very long videos comes with MM-SP.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from longvila.model.conversation import MEDIA_TOKENS, add_media_tokens, tokenize_conversation
+from longvila.model.vlm import LongVILAForCausalLM
+
+
+def load_for_inference(model_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """(model in eval mode, tokenizer with the media tokens) from a checkpoint folder in the released layout."""
+    root = Path(model_dir)
+    if not (root / "llm" / "tokenizer_config.json").is_file():
+        raise ValueError(f"{root / 'llm'} has no tokenizer files; a LongVILA checkpoint keeps its tokenizer in llm/")
+    model = LongVILAForCausalLM.from_pretrained(root, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(root / "llm")
+    add_media_tokens(tokenizer)
+    model.resize_for_tokenizer(tokenizer)
+    return model, tokenizer
+
+
+@torch.no_grad()
+def encode_media(model: LongVILAForCausalLM, frames_uint8, batch: int = 16, progress: bool = False) -> torch.Tensor:
+    """uint8 frames [N, H, W, 3] -> media embeddings [N * (T + 1), D] (each frame + a "\\n" token)."""
+    from longvila.data.video import preprocess_frames
+
+    size = model.vision_tower.config.image_size
+    chunks = []
+    for start in tqdm(range(0, len(frames_uint8), batch), desc="encode frames", unit="batch", disable=not progress):
+        pixels = preprocess_frames(frames_uint8[start:start + batch], size)
+        chunks.append(model.encode_frames(pixels))
+    return model.media_embeds(torch.cat(chunks), newline_id=_newline_id(model))
+
+
+def _newline_id(model: LongVILAForCausalLM) -> int:
+    return int(getattr(model.config, "newline_token_id", 198))  # "\n" in the Qwen2 vocabulary
+
+
+def answer(model: LongVILAForCausalLM, tokenizer, prompt: str, video: str | Path | None = None,
+           image: str | Path | None = None, num_frames: int = 8, max_new_tokens: int = 64,
+           progress: bool = False) -> str:
+    """Greedy answer to `prompt` about a video (uniformly sampled `num_frames`) or an image, or text only."""
+    from longvila.data.video import load_image, load_video_frames
+
+    if video is not None and image is not None:
+        raise ValueError("give a video or an image, not both")
+    media_kind, media = None, []
+    if video is not None:
+        frames, _ = load_video_frames(video, num_frames, progress=progress)
+        media_kind, media = "video", [encode_media(model, frames, progress=progress)]
+    elif image is not None:
+        media_kind, media = "image", [encode_media(model, load_image(image)[None])]
+    record = {"conversations": [{"from": "human", "value": prompt}]}
+    tok = tokenize_conversation(tokenizer, record, media_kind, add_generation_prompt=True)
+    media_ids = {tokenizer.convert_tokens_to_ids(t) for t in MEDIA_TOKENS.values()}
+    out = model.generate_with_media(torch.tensor(tok.input_ids), media, media_ids, max_new_tokens=max_new_tokens,
+                                    eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    return tokenizer.decode(out, skip_special_tokens=True).strip()
