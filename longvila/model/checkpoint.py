@@ -54,6 +54,11 @@ def load_parts(root: Path, config: LongVILAConfig, dtype=None):
     proj_cfg = json.loads((root / "mm_projector" / "config.json").read_text())
     projector = MultimodalProjector(proj_cfg.get("mm_projector_type", config.projector_type),
                                     vision.config.hidden_size, llm.config.hidden_size)
+    for field in ("hidden_size", "vocab_size"):
+        inline = config.llm_cfg.get(field)
+        if inline is not None:
+            _agree(f"llm/config.json {field}", root / "config.json", f"llm_cfg.{field}", inline,
+                   getattr(llm.config, field))
     if config.hidden_size is not None:
         _agree("llm/config.json hidden_size", root / "config.json", "hidden_size", config.hidden_size,
                llm.config.hidden_size)

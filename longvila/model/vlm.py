@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
+from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipImageProcessor, SiglipVisionModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from longvila.model.configuration import LongVILAConfig
@@ -113,6 +113,8 @@ class LongVILAForCausalLM(PreTrainedModel):
         if tokenizer is not None:
             tokenizer.save_pretrained(root / "llm")
         self.vision_tower.save_pretrained(root / "vision_tower", **kwargs)
+        size = self.vision_tower.config.image_size  # the release ships the SigLIP processor settings beside it
+        SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(root / "vision_tower")
         proj = root / "mm_projector"
         proj.mkdir(exist_ok=True)
         (proj / "config.json").write_text(json.dumps(

@@ -25,7 +25,7 @@ def write_released_checkpoint(root, rope=None):
     llm_kw, vis_kw = SIZES["tiny"]
     llm_cfg = Qwen2Config(**{**llm_kw, **(rope or {})})
     vis_cfg = SiglipVisionConfig(**vis_kw)
-    Qwen2ForCausalLM(llm_cfg).save_pretrained(root / "llm")
+    Qwen2ForCausalLM(llm_cfg).save_pretrained(root / "llm", max_shard_size="20MB")  # sharded + index, as released
     SiglipVisionModel(vis_cfg).save_pretrained(root / "vision_tower")
     c4, d = 4 * vis_cfg.hidden_size, llm_cfg.hidden_size
     mlp = nn.Sequential(nn.LayerNorm(c4), nn.Linear(c4, d), nn.GELU(), nn.Linear(d, d))
@@ -100,6 +100,8 @@ def test_save_load_round_trip_is_bit_identical(released, tmp_path):
     again = AutoModel.from_pretrained(tmp_path / "again")
     a, b = model.state_dict(), again.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pre = json.loads((tmp_path / "again/vision_tower/preprocessor_config.json").read_text())
+    assert pre["size"] == {"height": 32, "width": 32} and pre["image_mean"] == [0.5, 0.5, 0.5]
     cfg = json.loads((tmp_path / "again/config.json").read_text())
     assert cfg["model_type"] == "llava_llama" and cfg["architectures"] == ["LlavaLlamaModel"]
     assert cfg["llm_cfg"]["hidden_size"] == 64 and cfg["interpolate_mode"] == "linear"
@@ -122,6 +124,8 @@ def test_rope_theta_and_linear_scaling_are_honoured(tmp_path):
     (lambda r: (r / "mm_projector/model.safetensors").unlink(), "projector weights are missing"),
     (lambda r: (r / "config.json").write_text(json.dumps({**json.loads((r / "config.json").read_text()),
                                                            "hidden_size": 128})), "hidden_size = 128"),
+    (lambda r: (r / "config.json").write_text(json.dumps({**json.loads((r / "config.json").read_text()), "llm_cfg": {
+        **json.loads((r / "config.json").read_text())["llm_cfg"], "vocab_size": 1000}})), "llm_cfg.vocab_size = 1000"),
     (lambda r: (r / "mm_projector/config.json").write_text(json.dumps({"mm_projector_type": "mlp_downsample_fix"})),
      "unknown mm_projector_type 'mlp_downsample_fix'"),
 ])
@@ -130,6 +134,15 @@ def test_broken_checkpoints_name_the_file_and_field(tmp_path, damage, message):
     damage(tmp_path)
     with pytest.raises(ValueError, match=message):
         AutoModel.from_pretrained(tmp_path)
+
+
+def test_released_sizes_give_197_and_257_llm_tokens_per_frame():
+    for size, per_frame in [("qwen2-1.5b-384", 197), ("qwen2-7b-384", 197), ("qwen2-7b-448", 257)]:
+        cfg = build_config(size)
+        vis = cfg.vision_config()
+        patches = (vis.image_size // vis.patch_size) ** 2            # 729 or 1024, all kept ("cls_patch")
+        proj = longvila.model.MultimodalProjector(cfg.projector_type, vis.hidden_size, cfg.llm_config().hidden_size)
+        assert proj.tokens_per_frame(patches) + 1 == per_frame    # + one "\n" token per frame
 
 
 def test_named_sizes():
