@@ -87,6 +87,10 @@ def _export(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from longvila.model.inference import answer, load_for_inference
 
+    if args.num_frames < 1 or args.max_new_tokens < 1:
+        raise ValueError("--num-frames and --max-new-tokens must be >= 1")
+    if not (args.video or args.image):
+        get_logger().warning("infer: no --video or --image given; answering from the text alone")
     model, tokenizer = load_for_inference(args.model)
     text = answer(model, tokenizer, args.prompt, video=args.video, image=args.image, num_frames=args.num_frames,
                   max_new_tokens=args.max_new_tokens, progress=not args.quiet)

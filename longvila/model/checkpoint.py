@@ -32,13 +32,24 @@ def _check_layout(root: Path) -> None:
 
 
 def _projector_state(folder: Path) -> dict:
-    st = folder / "model.safetensors"
-    if st.is_file():
-        return load_file(str(st))
-    binary = folder / "pytorch_model.bin"
-    if binary.is_file():
-        return torch.load(binary, map_location="cpu", weights_only=True)
-    raise ValueError(f"{folder} has no model.safetensors (nor pytorch_model.bin): the projector weights are missing")
+    st, binary = folder / "model.safetensors", folder / "pytorch_model.bin"
+    path = st if st.is_file() else binary
+    if not path.is_file():
+        raise ValueError(f"{folder} has no model.safetensors (nor pytorch_model.bin): the projector weights are missing")
+    try:
+        return load_file(str(path)) if path == st else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors / pickle errors have no common base class
+        raise ValueError(f"{path} is not a readable weights file ({type(e).__name__}: {e}); re-copy it") from e
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not readable JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return data
 
 
 def _agree(what: str, file: Path, field: str, found, expected) -> None:
@@ -46,19 +57,29 @@ def _agree(what: str, file: Path, field: str, found, expected) -> None:
         raise ValueError(f"{file}: {field} = {found}, but {what} = {expected}; the checkpoint's parts disagree")
 
 
-def load_parts(root: Path, config: LongVILAConfig, dtype=None):
-    """(llm, vision_tower, mm_projector) loaded from `root`, checked against each other."""
+def load_parts(root: Path, config: LongVILAConfig, dtype=None, part_kwargs: dict | None = None):
+    """(llm, vision_tower, mm_projector) loaded from `root`, checked against each other; the projector takes
+    the vision tower's dtype (Transformers loads a bf16 checkpoint as bf16 unless told otherwise)."""
     _check_layout(root)
-    llm = Qwen2ForCausalLM.from_pretrained(root / "llm", dtype=dtype)
-    vision = SiglipVisionModel.from_pretrained(root / "vision_tower", dtype=dtype)
-    proj_cfg = json.loads((root / "mm_projector" / "config.json").read_text())
+    for name in ("llm_cfg", "vision_tower_cfg", "mm_projector_cfg"):
+        if not isinstance(getattr(config, name), dict):
+            raise ValueError(f"{root / 'config.json'}: {name} must be a config mapping (the release stores the "
+                             f"part's full config inline), got {type(getattr(config, name)).__name__}")
+    llm = Qwen2ForCausalLM.from_pretrained(root / "llm", dtype=dtype, **(part_kwargs or {}))
+    vision = SiglipVisionModel.from_pretrained(root / "vision_tower", dtype=dtype, **(part_kwargs or {}))
+    proj_cfg = _read_json(root / "mm_projector" / "config.json")
     projector = MultimodalProjector(proj_cfg.get("mm_projector_type", config.projector_type),
                                     vision.config.hidden_size, llm.config.hidden_size)
-    for field in ("hidden_size", "vocab_size"):
-        inline = config.llm_cfg.get(field)
-        if inline is not None:
-            _agree(f"llm/config.json {field}", root / "config.json", f"llm_cfg.{field}", inline,
-                   getattr(llm.config, field))
+    for part, inline_cfg, loaded in (("llm", config.llm_cfg, llm.config), ("vision_tower", config.vision_tower_cfg,
+                                                                           vision.config)):
+        for field in ("hidden_size", "vocab_size"):
+            if inline_cfg.get(field) is not None:
+                _agree(f"{part}/config.json {field}", root / "config.json", f"{part}_cfg.{field}", inline_cfg[field],
+                       getattr(loaded, field))
+    layers = vision.config.num_hidden_layers
+    if not -(layers + 1) <= config.mm_vision_select_layer <= layers:
+        raise ValueError(f"{root / 'config.json'}: mm_vision_select_layer = {config.mm_vision_select_layer}, but the "
+                         f"vision tower has {layers} layers (valid: -{layers + 1}..{layers}; the release uses -2)")
     if config.hidden_size is not None:
         _agree("llm/config.json hidden_size", root / "config.json", "hidden_size", config.hidden_size,
                llm.config.hidden_size)
@@ -76,6 +97,4 @@ def load_parts(root: Path, config: LongVILAConfig, dtype=None):
     if missing or unexpected:
         raise ValueError(f"{root / 'mm_projector' / 'model.safetensors'}: missing keys {missing}, "
                          f"unexpected keys {unexpected}")
-    if dtype is not None:
-        projector = projector.to(dtype)
-    return llm, vision, projector
+    return llm, vision, projector.to(vision.dtype)

@@ -33,8 +33,9 @@ def load_for_inference(model_dir: str | Path, dtype: torch.dtype = torch.float32
 
 
 @torch.no_grad()
-def encode_media(model: LongVILAForCausalLM, frames_uint8, batch: int = 16, progress: bool = False) -> torch.Tensor:
-    """uint8 frames [N, H, W, 3] -> media embeddings [N * (T + 1), D] (each frame + a "\\n" token)."""
+def encode_media(model: LongVILAForCausalLM, frames_uint8, newline_id: int, batch: int = 16,
+                 progress: bool = False) -> torch.Tensor:
+    """uint8 frames [N, H, W, 3] -> media embeddings [N * (T + 1), D] (each frame + the "\\n" token)."""
     from longvila.data.video import preprocess_frames
 
     size = model.vision_tower.config.image_size
@@ -42,11 +43,7 @@ def encode_media(model: LongVILAForCausalLM, frames_uint8, batch: int = 16, prog
     for start in tqdm(range(0, len(frames_uint8), batch), desc="encode frames", unit="batch", disable=not progress):
         pixels = preprocess_frames(frames_uint8[start:start + batch], size)
         chunks.append(model.encode_frames(pixels))
-    return model.media_embeds(torch.cat(chunks), newline_id=_newline_id(model))
-
-
-def _newline_id(model: LongVILAForCausalLM) -> int:
-    return int(getattr(model.config, "newline_token_id", 198))  # "\n" in the Qwen2 vocabulary
+    return model.media_embeds(torch.cat(chunks), newline_id=newline_id)
 
 
 def answer(model: LongVILAForCausalLM, tokenizer, prompt: str, video: str | Path | None = None,
@@ -58,11 +55,12 @@ def answer(model: LongVILAForCausalLM, tokenizer, prompt: str, video: str | Path
     if video is not None and image is not None:
         raise ValueError("give a video or an image, not both")
     media_kind, media = None, []
+    (newline_id,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
     if video is not None:
         frames, _ = load_video_frames(video, num_frames, progress=progress)
-        media_kind, media = "video", [encode_media(model, frames, progress=progress)]
+        media_kind, media = "video", [encode_media(model, frames, newline_id, progress=progress)]
     elif image is not None:
-        media_kind, media = "image", [encode_media(model, load_image(image)[None])]
+        media_kind, media = "image", [encode_media(model, load_image(image)[None], newline_id)]
     record = {"conversations": [{"from": "human", "value": prompt}]}
     tok = tokenize_conversation(tokenizer, record, media_kind, add_generation_prompt=True)
     media_ids = {tokenizer.convert_tokens_to_ids(t) for t in MEDIA_TOKENS.values()}

@@ -10,7 +10,7 @@ from transformers import Qwen2Config, SiglipVisionConfig
 
 from longvila.model.configuration import LongVILAConfig
 
-QWEN2_VOCAB = 151_651  # 151,643 BPE + specials up to <vila/video> = 151,650 (LONGVILA.md section 3.4)
+QWEN2_VOCAB = 151_648  # the released llm/config.json; the media tokens are added (and rows resized) at load
 
 _SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
                       patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)

@@ -24,8 +24,25 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from longvila.model.configuration import LongVILAConfig
 from longvila.model.projector import MultimodalProjector
+from longvila.utils.logging import get_logger
 
-PARTS = ("llm", "vision_tower", "mm_projector")
+_PART_KWARGS = ("attn_implementation",)  # passed on to the llm/ and vision_tower/ loaders
+_HUB_KWARGS = {"adapter_kwargs", "revision", "trust_remote_code", "cache_dir", "force_download", "local_files_only",
+               "token", "proxies", "subfolder", "code_revision"}  # what AutoModel passes along; local folders only
+
+
+def legacy_llm_config(cfg: dict, dtype: torch.dtype) -> dict:
+    """An LLM config dict that Transformers 4.x (the release's 4.46) also reads: Transformers 5 keeps RoPE
+    settings only under `rope_parameters`, so `rope_theta`, `rope_scaling` and `torch_dtype` are added."""
+    cfg = dict(cfg)
+    rope = dict(cfg.get("rope_parameters") or {})
+    if "rope_theta" in rope:
+        cfg["rope_theta"] = rope["rope_theta"]
+    kind = rope.get("rope_type", "default")
+    cfg["rope_scaling"] = None if kind == "default" else {
+        "type": kind, **{k: v for k, v in rope.items() if k not in ("rope_theta", "rope_type", "type")}}
+    cfg["torch_dtype"] = cfg["dtype"] = str(dtype).replace("torch.", "")
+    return cfg
 
 
 class LongVILAForCausalLM(PreTrainedModel):
@@ -61,8 +78,10 @@ class LongVILAForCausalLM(PreTrainedModel):
 
         Returns the [L', D] embeddings and, if given, labels with -100 over every media position.
         """
-        embeds_LD = self.llm.get_input_embeddings()(input_ids_L)
         where = [i for i, t in enumerate(input_ids_L.tolist()) if t in media_token_ids]
+        safe_ids = input_ids_L.clone()
+        safe_ids[where] = 0  # placeholder rows are replaced anyway; their ids may lie past an unresized vocabulary
+        embeds_LD = self.llm.get_input_embeddings()(safe_ids)
         if len(where) != len(media):
             raise ValueError(f"the sequence has {len(where)} media placeholders but {len(media)} media were given")
         pieces, label_pieces, start = [], [], 0
@@ -106,13 +125,18 @@ class LongVILAForCausalLM(PreTrainedModel):
         mm_projector/ (safetensors)."""
         root = Path(save_directory)
         root.mkdir(parents=True, exist_ok=True)
-        self.config.llm_cfg = self.llm.config.to_dict()
-        self.config.vision_tower_cfg = self.vision_tower.config.to_dict()
-        self.config.save_pretrained(root)
         self.llm.save_pretrained(root / "llm", **kwargs)
+        llm_json = root / "llm" / "config.json"
+        self.config.llm_cfg = legacy_llm_config(json.loads(llm_json.read_text()), self.llm.dtype)
+        llm_json.write_text(json.dumps(self.config.llm_cfg, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(root / "llm")
+        else:
+            get_logger().warning(f"save_pretrained({root}) without tokenizer=: llm/ gets no tokenizer files, which "
+                                 "inference needs; pass the tokenizer")
         self.vision_tower.save_pretrained(root / "vision_tower", **kwargs)
+        self.config.vision_tower_cfg = json.loads((root / "vision_tower" / "config.json").read_text())
+        self.config.save_pretrained(root)
         size = self.vision_tower.config.image_size  # the release ships the SigLIP processor settings beside it
         SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(root / "vision_tower")
         proj = root / "mm_projector"
@@ -131,7 +155,12 @@ class LongVILAForCausalLM(PreTrainedModel):
 
         root = Path(pretrained_model_name_or_path)
         config = config if isinstance(config, LongVILAConfig) else LongVILAConfig.from_pretrained(root)
-        llm, vision, projector = load_parts(root, config, dtype=dtype or torch_dtype)
+        part_kwargs = {k: kwargs.pop(k) for k in _PART_KWARGS if k in kwargs}
+        ignored = sorted(k for k in kwargs if not k.startswith("_") and k not in _HUB_KWARGS)
+        if ignored:
+            get_logger().warning(f"LongVILAForCausalLM.from_pretrained ignores {ignored}; it takes dtype and "
+                                 f"{', '.join(_PART_KWARGS)}")
+        llm, vision, projector = load_parts(root, config, dtype=dtype or torch_dtype, part_kwargs=part_kwargs)
         model = cls(config, llm=llm, vision_tower=vision, mm_projector=projector)
         return model.eval()
 

@@ -128,6 +128,10 @@ def test_rope_theta_and_linear_scaling_are_honoured(tmp_path):
         **json.loads((r / "config.json").read_text())["llm_cfg"], "vocab_size": 1000}})), "llm_cfg.vocab_size = 1000"),
     (lambda r: (r / "mm_projector/config.json").write_text(json.dumps({"mm_projector_type": "mlp_downsample_fix"})),
      "unknown mm_projector_type 'mlp_downsample_fix'"),
+    (lambda r: (r / "mm_projector/config.json").write_text("{oops"), "mm_projector/config.json is not readable JSON"),
+    (lambda r: (r / "mm_projector/model.safetensors").write_bytes(b"\x01\x02"), "model.safetensors is not a readable"),
+    (lambda r: (r / "config.json").write_text(json.dumps({**json.loads((r / "config.json").read_text()),
+                                                           "mm_vision_select_layer": 99})), "mm_vision_select_layer = 99"),
 ])
 def test_broken_checkpoints_name_the_file_and_field(tmp_path, damage, message):
     write_released_checkpoint(tmp_path)
@@ -177,3 +181,33 @@ def test_resize_for_tokenizer_grows_the_embedding(released):
     model = AutoModel.from_pretrained(released[0])
     model.resize_for_tokenizer(Tok())
     assert model.llm.get_input_embeddings().num_embeddings == 151_700 == model.config.llm_cfg["vocab_size"]
+
+
+def test_saved_llm_config_is_readable_by_the_release_transformers(tmp_path):
+    rope = {"rope_theta": 15_300_000.0, "rope_scaling": {"type": "linear", "factor": 4.0}}
+    write_released_checkpoint(tmp_path / "src", rope=rope)
+    model = AutoModel.from_pretrained(tmp_path / "src")
+    model.save_pretrained(tmp_path / "out")
+    for cfg in (json.loads((tmp_path / "out/llm/config.json").read_text()),
+                json.loads((tmp_path / "out/config.json").read_text())["llm_cfg"]):
+        assert cfg["rope_theta"] == 15_300_000.0 and cfg["rope_scaling"] == {"type": "linear", "factor": 4.0}
+        assert cfg["torch_dtype"] == "float32"
+    again = AutoModel.from_pretrained(tmp_path / "out")
+    torch.testing.assert_close(again.llm.model.rotary_emb.inv_freq, model.llm.model.rotary_emb.inv_freq)
+
+
+def test_bf16_checkpoint_loads_in_bf16_and_encodes(released, tmp_path):
+    model = AutoModel.from_pretrained(released[0]).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    loaded = AutoModel.from_pretrained(tmp_path / "bf16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert loaded.encode_frames(torch.randn(1, 3, 32, 32)).dtype == torch.bfloat16
+    as_fp32 = AutoModel.from_pretrained(tmp_path / "bf16", dtype=torch.float32)
+    assert {p.dtype for p in as_fp32.parameters()} == {torch.float32}
+
+
+def test_placeholders_beyond_an_unresized_vocabulary_still_splice(released):
+    model = AutoModel.from_pretrained(released[0])
+    beyond = model.llm.get_input_embeddings().num_embeddings + 2
+    embeds, _ = model.splice(torch.tensor([1, beyond, 2]), [torch.zeros(3, 64)], {beyond})
+    assert embeds.shape == (5, 64)

@@ -31,3 +31,11 @@ def test_data_tools_do_not_import_torch():
     out = run("import sys, longvila.config, longvila.data.shards, longvila.cli\n"
               "print('torch' in sys.modules, 'transformers' in sys.modules)")
     assert out == "False False"
+
+
+def test_reload_does_not_stack_import_hooks():
+    out = run("import importlib, sys, longvila\nimportlib.reload(longvila); importlib.reload(longvila)\n"
+              "print(sum(type(f).__name__ == '_AfterTransformersImport' for f in sys.meta_path))\n"
+              "import transformers\n"
+              "print(sum(type(f).__name__ == '_AfterTransformersImport' for f in sys.meta_path))")
+    assert out.split() == ["1", "0"]
