@@ -1,0 +1,111 @@
+"""`ParallelDims`: the one owner of the data-parallel x Ulysses x ring topology. Passed explicitly.
+
+World layout (as in the release): a sequence-parallel (SP) group is P = ulysses x ring contiguous ranks;
+data-parallel replicas follow each other (DP = world_size / P). Inside an SP group of global ranks
+[g0, g0 + P), Ulysses groups are contiguous runs of `ulysses` ranks (intra-node) and ring groups take every
+`ulysses`-th rank (inter-node). The SP rank of a process is `ring_rank * ulysses + ulysses_rank`.
+
+    dims = ParallelDims(ulysses=2, ring=2, world_size=8)   # validates, creates no process group
+    dims.validate_heads(num_heads=28, num_kv_heads=4)
+    dims.build()                                           # after init_process_group: creates the groups
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.distributed as dist
+
+
+def valid_ulysses_degrees(num_heads: int, num_kv_heads: int) -> list[int]:
+    """Ulysses degrees U that split both head counts (KV heads replicated when U > H_kv and U % H_kv == 0)."""
+    return [u for u in range(1, num_heads + 1) if num_heads % u == 0
+            and (num_kv_heads % u == 0 or (u > num_kv_heads and u % num_kv_heads == 0))]
+
+
+@dataclass
+class ParallelDims:
+    """Degrees of sequence parallelism (Ulysses x ring) and the data parallelism they leave.
+
+    Args:
+        ulysses: Ulysses (all-to-all, head-split) degree U.
+        ring: ring (point-to-point, sequence-split) degree R.
+        world_size: number of processes; default: the current process group's size (or U x R).
+    """
+
+    ulysses: int = 1
+    ring: int = 1
+    world_size: int | None = None
+    rank: int = 0
+    _groups: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.ulysses < 1 or self.ring < 1:
+            raise ValueError(f"ulysses={self.ulysses}, ring={self.ring}: both degrees must be >= 1")
+        if self.world_size is None:
+            self.world_size = dist.get_world_size() if dist.is_initialized() else self.sp_degree
+        if self.world_size % self.sp_degree:
+            raise ValueError(f"world_size={self.world_size} is not a multiple of ulysses x ring = {self.sp_degree}; "
+                             f"choose degrees whose product divides the number of processes")
+
+    @property
+    def sp_degree(self) -> int:
+        return self.ulysses * self.ring
+
+    @property
+    def dp_degree(self) -> int:
+        return self.world_size // self.sp_degree
+
+    def validate_heads(self, num_heads: int, num_kv_heads: int) -> None:
+        """Raise ValueError unless the Ulysses degree can split these heads (listing the valid degrees)."""
+        if self.ulysses not in valid_ulysses_degrees(num_heads, num_kv_heads):
+            raise ValueError(f"ulysses={self.ulysses} cannot split {num_heads} query / {num_kv_heads} KV heads; "
+                             f"valid Ulysses degrees: {valid_ulysses_degrees(num_heads, num_kv_heads)}")
+
+    def seq_len_divisor(self, layout: str = "zigzag") -> int:
+        """Sequence lengths must be multiples of this (2P chunks for zigzag, P for contiguous)."""
+        return 2 * self.sp_degree if layout == "zigzag" else self.sp_degree
+
+    # ------------------------------------------------------------------ ranks (pure arithmetic)
+    def coords(self, rank: int) -> dict[str, int]:
+        """dp, sp, ulysses and ring coordinates of a global rank."""
+        sp = rank % self.sp_degree
+        return {"dp": rank // self.sp_degree, "sp": sp, "ulysses": sp % self.ulysses, "ring": sp // self.ulysses}
+
+    def group_ranks(self, axis: str) -> list[list[int]]:
+        """All groups along `axis` ("sp", "ulysses", "ring", "dp") as lists of global ranks."""
+        p, u = self.sp_degree, self.ulysses
+        if axis == "sp":
+            return [list(range(d * p, (d + 1) * p)) for d in range(self.dp_degree)]
+        if axis == "ulysses":
+            return [list(range(s, s + u)) for s in range(0, self.world_size, u)]
+        if axis == "ring":
+            return [[d * p + r * u + i for r in range(self.ring)] for d in range(self.dp_degree) for i in range(u)]
+        if axis == "dp":
+            return [list(range(s, self.world_size, p)) for s in range(p)]
+        raise ValueError(f"unknown axis {axis!r}; axes: sp, ulysses, ring, dp")
+
+    # ------------------------------------------------------------------ process groups
+    def build(self) -> "ParallelDims":
+        """Create this process's groups (every rank must call it, in the same order)."""
+        if not dist.is_initialized():
+            raise ValueError("ParallelDims.build() needs torch.distributed.init_process_group() first")
+        if dist.get_world_size() != self.world_size:
+            raise ValueError(f"world_size={self.world_size} but the process group has {dist.get_world_size()} ranks")
+        self.rank = dist.get_rank()
+        for axis in ("sp", "ulysses", "ring", "dp"):
+            for ranks in self.group_ranks(axis):
+                group = dist.new_group(ranks)
+                if self.rank in ranks:
+                    self._groups[axis] = group
+        return self
+
+    def group(self, axis: str):
+        """The process group of this rank along `axis`; None when not built (single process)."""
+        return self._groups.get(axis)
+
+    def axis_rank(self, axis: str) -> int:
+        return self.coords(self.rank)[axis] if axis != "dp" else self.coords(self.rank)["dp"]
+
+    def axis_size(self, axis: str) -> int:
+        return {"sp": self.sp_degree, "ulysses": self.ulysses, "ring": self.ring, "dp": self.dp_degree}[axis]

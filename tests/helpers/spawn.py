@@ -1,0 +1,59 @@
+"""Run a function on N real processes with gloo (a free local port), and collect each rank's result.
+
+    results = run_distributed(fn, world_size=4, arg)   # fn(rank, world_size, arg) -> picklable
+
+Every worker ends with barrier -> destroy_process_group -> flush -> os._exit(0): gloo on torch 2.13 can abort
+at interpreter exit after the work is done (ENVIRONMENT.md 2.3), which must never make a test red.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, fn, args, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    code = 0
+    try:
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+        queue.put((rank, "ok", fn(rank, world_size, *args)))
+        dist.barrier()
+        dist.destroy_process_group()
+    except BaseException:  # report, then exit non-zero
+        queue.put((rank, "error", traceback.format_exc()))
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_distributed(fn, world_size: int, *args, timeout: float = 180) -> list:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world_size, port, fn, args, queue)) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    results = {}
+    for _ in range(world_size):
+        rank, status, value = queue.get(timeout=timeout)
+        if status == "error":
+            for p in procs:
+                p.kill()
+            raise AssertionError(f"rank {rank} failed:\n{value}")
+        results[rank] = value
+    for p in procs:
+        p.join(timeout=30)
+    return [results[r] for r in range(world_size)]

@@ -1,0 +1,66 @@
+"""ParallelDims and the sequence layouts, without process groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from longvila.parallel import ParallelDims, global_positions, local_indices, valid_ulysses_degrees
+
+
+def test_degrees_and_groups():
+    dims = ParallelDims(ulysses=2, ring=2, world_size=8)
+    assert (dims.sp_degree, dims.dp_degree) == (4, 2)
+    assert dims.group_ranks("sp") == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert dims.group_ranks("ulysses") == [[0, 1], [2, 3], [4, 5], [6, 7]]        # contiguous: intra-node
+    assert dims.group_ranks("ring") == [[0, 2], [1, 3], [4, 6], [5, 7]]           # strided by U: inter-node
+    assert dims.group_ranks("dp") == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert dims.coords(6) == {"dp": 1, "sp": 2, "ulysses": 0, "ring": 1}
+
+
+def test_validation_names_the_fix():
+    with pytest.raises(ValueError, match="not a multiple of ulysses x ring = 4"):
+        ParallelDims(ulysses=2, ring=2, world_size=6)
+    assert valid_ulysses_degrees(28, 4) == [1, 2, 4, 28]                          # Qwen2-7B
+    with pytest.raises(ValueError, match=r"ulysses=14 cannot split 28 query / 4 KV heads; valid Ulysses degrees: \[1, 2, 4, 28\]"):
+        ParallelDims(ulysses=14, world_size=14).validate_heads(28, 4)
+    with pytest.raises(ValueError, match="build\\(\\) needs torch.distributed"):
+        ParallelDims(ulysses=2, world_size=2).build()
+
+
+@pytest.mark.parametrize("layout", ["zigzag", "contiguous"])
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 8])
+def test_layouts_cover_every_token_once(layout, p):
+    seq = 48
+    pos = global_positions(seq, p, layout)
+    assert sorted(pos.tolist()) == list(range(seq))
+    if layout == "zigzag" and p > 1:
+        c = seq // (2 * p)
+        assert local_indices(seq, p, 0, layout).tolist() == list(range(c)) + list(range(seq - c, seq))
+    x = torch.randn(2, seq, 3)
+    shards = [x[:, local_indices(seq, p, r, layout)] for r in range(p)]
+    assert torch.equal(torch.cat(shards, 1)[:, torch.argsort(pos)], x)          # exact round trip
+
+
+def test_indivisible_length_is_refused():
+    with pytest.raises(ValueError, match="not divisible by 8 \\(zigzag over 4 ranks\\); pad it"):
+        local_indices(20, 4, 0, "zigzag")
+
+
+def test_sp_attention_single_process_and_clear_refusals():
+    from longvila.parallel import sp_attention
+    from longvila.parallel.attention import attention_mask, math_attention
+
+    dims = ParallelDims(world_size=1)
+    q, k, v = (torch.randn(1, 6, 2, 4, dtype=torch.float64) for _ in range(3))
+    pos = torch.arange(6)
+    want, _ = math_attention(q, k, v, attention_mask(pos, pos, True, None))
+    assert torch.equal(sp_attention(q, k, v, dims), want)
+    with pytest.raises(ValueError, match="cu_seqlens ends at 5 but the sequence has 6 tokens"):
+        sp_attention(q, k, v, dims, cu_seqlens=torch.tensor([0, 2, 5]))
+    with pytest.raises(ValueError, match="must start at 0 and increase strictly"):
+        sp_attention(q, k, v, dims, cu_seqlens=torch.tensor([0, 4, 4, 6]))
+    with pytest.raises(ValueError, match="ring > 1\\) are not built yet"):
+        sp_attention(q, k, v, ParallelDims(ring=2, world_size=2))
+    with pytest.raises(ValueError, match="cannot split 2 query / 2 KV heads"):
+        sp_attention(q, k, v, ParallelDims(ulysses=4, world_size=4))
