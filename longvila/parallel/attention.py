@@ -2,9 +2,10 @@
 
 Shapes: B batch, S sequence (S_loc = local), H query heads, Hkv KV heads, D head dim.
 
-Built so far: world size 1 and Ulysses (all-to-all) over the SP group, with GQA, causal masks and packed
-samples (`cu_seqlens`, global boundaries), on the exact `math` backend (any dtype, fp64 included). Ring and
-2D (ring > 1) are the next step of the MM-SP work; asking for them raises a ValueError that says so.
+One function covers every mode: Ulysses all-to-all inside the Ulysses group (head split, GQA), then ring
+attention across the ring group (KV blocks travel, partial results merge by LSE): Ulysses-only (ring = 1),
+ring-only (ulysses = 1) and 2D. Causal masks and packed samples (`cu_seqlens`, global boundaries) come from
+global token positions, so every layout is exact. Backend built so far: `math` (any dtype, fp64 included).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 
 from longvila.parallel.comm import all_to_all_4d
 from longvila.parallel.dims import ParallelDims
-from longvila.parallel.layout import global_positions
+from longvila.parallel.layout import local_indices
+from longvila.parallel.ring import merge_partials, ring_shift
 
 BACKENDS = ("auto", "math")
 
@@ -73,29 +75,52 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
         return_lse: also return this rank's LSE [B, H, S_loc] (fp32/fp64).
     Returns:
         out [B, S_loc, H, D] (and lse).
-    Process groups: dims.group("ulysses") (all-to-all).
+    Process groups: dims.group("ulysses") (all-to-all), dims.group("ring") (point-to-point).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; built: {BACKENDS}")
-    if dims.ring > 1:
-        raise ValueError("ring and 2D attention (ring > 1) are not built yet; use ring=1 (Ulysses) for now")
-    num_heads, num_kv = q.shape[2], k.shape[2]
-    dims.validate_heads(num_heads, num_kv)
+    dims.validate_heads(q.shape[2], k.shape[2])
+    if dims.sp_degree > 1 and dims.group("sp") is None:
+        raise ValueError(f"ParallelDims(ulysses={dims.ulysses}, ring={dims.ring}) has no process groups; call "
+                         "dims.build() after init_process_group on every rank")
+    num_heads = q.shape[2]
     group = dims.group("ulysses")
-    # sequence-split -> head-split: [B, S_loc, H, D] -> [B, S, H/U, D], tokens in SP-rank order
-    q_full = all_to_all_4d(q, group, scatter_dim=2, gather_dim=1, stats=stats)
-    k_full = all_to_all_4d(_kv_for_ulysses(k, num_heads, dims.ulysses), group, 2, 1, stats)
-    v_full = all_to_all_4d(_kv_for_ulysses(v, num_heads, dims.ulysses), group, 2, 1, stats)
-    rep = q_full.shape[2] // k_full.shape[2]
-    k_full, v_full = k_full.repeat_interleave(rep, dim=2), v_full.repeat_interleave(rep, dim=2)
-    seq_len = q_full.shape[1]
-    pos = global_positions(seq_len, dims.sp_degree, layout).to(q.device) if dims.sp_degree > 1 else \
-        torch.arange(seq_len, device=q.device)
+    # sequence-split -> head-split inside the Ulysses group: [B, S_loc, H, D] -> [B, U*S_loc, H/U, D]
+    q_h = all_to_all_4d(q, group, scatter_dim=2, gather_dim=1, stats=stats)
+    k_h = all_to_all_4d(_kv_for_ulysses(k, num_heads, dims.ulysses), group, 2, 1, stats)
+    v_h = all_to_all_4d(_kv_for_ulysses(v, num_heads, dims.ulysses), group, 2, 1, stats)
+    rep = q_h.shape[2] // k_h.shape[2]
+    k_h, v_h = k_h.repeat_interleave(rep, dim=2), v_h.repeat_interleave(rep, dim=2)
+    seq_len = q.shape[1] * dims.sp_degree
     if cu_seqlens is not None and int(cu_seqlens[-1]) != seq_len:
         raise ValueError(f"cu_seqlens ends at {int(cu_seqlens[-1])} but the sequence has {seq_len} tokens")
-    out, lse = math_attention(q_full, k_full, v_full, attention_mask(pos, pos, causal, cu_seqlens), scale)
+    out, lse = _ring_attention(q_h, k_h, v_h, dims, seq_len, causal, cu_seqlens, layout, scale, stats)
     out = all_to_all_4d(out, group, scatter_dim=1, gather_dim=2, stats=stats)       # back to sequence-split
     if not return_lse:
         return out
     lse = all_to_all_4d(lse.unsqueeze(-1), group, scatter_dim=2, gather_dim=1, stats=stats).squeeze(-1)
     return out, lse
+
+
+def _group_positions(seq_len: int, dims: ParallelDims, ring_rank: int, layout: str, device) -> torch.Tensor:
+    """Global positions of the tokens a Ulysses group holds after its all-to-all (its ranks' shards in order)."""
+    if dims.sp_degree == 1:
+        return torch.arange(seq_len, device=device)
+    u = dims.ulysses
+    return torch.cat([local_indices(seq_len, dims.sp_degree, ring_rank * u + i, layout) for i in range(u)]).to(device)
+
+
+def _ring_attention(q, k, v, dims: ParallelDims, seq_len, causal, cu_seqlens, layout, scale, stats):
+    """Head-split q/k/v [B, U*S_loc, H/U, D] of this ring rank -> (out, lse), over dims.group("ring")."""
+    ring_rank = dims.axis_rank("ring")
+    q_pos = _group_positions(seq_len, dims, ring_rank, layout, q.device)
+    outs, lses = [], []
+    for step in range(dims.ring):
+        src = (ring_rank - step) % dims.ring           # whose KV block this rank holds at this step
+        k_pos = _group_positions(seq_len, dims, src, layout, q.device)
+        o, l = math_attention(q, k, v, attention_mask(q_pos, k_pos, causal, cu_seqlens), scale)
+        outs.append(o)
+        lses.append(l)
+        if step < dims.ring - 1:
+            k, v = ring_shift(k, dims.group("ring"), stats), ring_shift(v, dims.group("ring"), stats)
+    return merge_partials(outs, lses) if len(outs) > 1 else (outs[0], lses[0])

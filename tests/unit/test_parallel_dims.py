@@ -60,7 +60,7 @@ def test_sp_attention_single_process_and_clear_refusals():
         sp_attention(q, k, v, dims, cu_seqlens=torch.tensor([0, 2, 5]))
     with pytest.raises(ValueError, match="must start at 0 and increase strictly"):
         sp_attention(q, k, v, dims, cu_seqlens=torch.tensor([0, 4, 4, 6]))
-    with pytest.raises(ValueError, match="ring > 1\\) are not built yet"):
+    with pytest.raises(ValueError, match="has no process groups; call dims.build\\(\\)"):
         sp_attention(q, k, v, ParallelDims(ring=2, world_size=2))
     with pytest.raises(ValueError, match="cannot split 2 query / 2 KV heads"):
         sp_attention(q, k, v, ParallelDims(ulysses=4, world_size=4))

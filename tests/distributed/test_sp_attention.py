@@ -19,10 +19,10 @@ def _reference(q, k, v, causal, cu):
                           attention_mask(pos, pos, causal, cu))
 
 
-def _ulysses_case(rank, world, heads, kv_heads, causal, packed, layout):
+def _sp_case(rank, world, heads, kv_heads, causal, packed, layout, ring=1):
     from collections import Counter
 
-    dims = ParallelDims(ulysses=world, ring=1, world_size=world).build()
+    dims = ParallelDims(ulysses=world // ring, ring=ring, world_size=world).build()
     torch.manual_seed(0)
     b, s, d = 2, 8 * world, 4
     q = torch.randn(b, s, heads, d, dtype=torch.float64, requires_grad=True)
@@ -38,12 +38,13 @@ def _ulysses_case(rank, world, heads, kv_heads, causal, packed, layout):
     stats = Counter()
     out, lse = sp_attention(ql, kl, vl, dims, causal=causal, cu_seqlens=cu, layout=layout, return_lse=True,
                             stats=stats)
-    forward_calls = stats["all_to_all.calls"]
+    forward_calls, forward_p2p = stats["all_to_all.calls"], stats["p2p.calls"]
     (out * shard(grad_out)).sum().backward()
     errors = {"out": (out - shard(ref_out)).abs().max().item(), "lse": (lse - shard(ref_lse, 2)).abs().max().item()}
     for name, local, full in (("dq", ql, q), ("dk", kl, k), ("dv", vl, v)):
         errors[name] = (local.grad - shard(full.grad)).abs().max().item()
     errors["a2a_forward"], errors["a2a_backward"] = forward_calls, stats["all_to_all.calls"] - forward_calls
+    errors["p2p_forward"], errors["p2p_backward"] = forward_p2p, stats["p2p.calls"] - forward_p2p
     return errors
 
 
@@ -52,7 +53,7 @@ def _ulysses_case(rank, world, heads, kv_heads, causal, packed, layout):
 @pytest.mark.parametrize("causal, packed", [(True, False), (False, False), (True, True)],
                          ids=["causal", "full", "causal-packed"])
 def test_ulysses_matches_one_process(world, heads, kv_heads, causal, packed):
-    for r in run_distributed(_ulysses_case, world, heads, kv_heads, causal, packed, "zigzag"):
+    for r in run_distributed(_sp_case, world, heads, kv_heads, causal, packed, "zigzag"):
         assert max(r[k] for k in ("out", "lse", "dq", "dk", "dv")) < 1e-10, r
         # Ulysses: 4 all-to-alls forward (q, k, v, out) + 1 for the LSE asked for here; 4 backward (dout, dq, dk, dv)
         assert (r["a2a_forward"], r["a2a_backward"]) == ((0, 0) if world == 1 else (5, 4))
@@ -75,3 +76,24 @@ def _gather_case(rank, world, layout):
 def test_gather_sequence_is_exact_and_autograd_correct(world, layout):
     for same, grad_err in run_distributed(_gather_case, world, layout):
         assert same and grad_err == 0.0
+
+
+@pytest.mark.parametrize("ulysses, ring, layout", [(1, 2, "zigzag"), (1, 4, "contiguous"), (1, 4, "zigzag"),
+                                                   (2, 2, "zigzag"), (2, 2, "contiguous")],
+                         ids=["ring2-zigzag", "ring4-contiguous", "ring4-zigzag", "2d-2x2-zigzag", "2d-2x2-contiguous"])
+@pytest.mark.parametrize("causal, packed", [(True, False), (False, True), (True, True)],
+                         ids=["causal", "full-packed", "causal-packed"])
+def test_ring_and_2d_match_one_process(ulysses, ring, layout, causal, packed):
+    world = ulysses * ring
+    for r in run_distributed(_sp_case, world, 4, 2, causal, packed, layout, ring):
+        assert max(r[k] for k in ("out", "lse", "dq", "dk", "dv")) < 1e-10, r
+        # ring: K and V each travel R - 1 steps forward; dK and dV come back the same number of steps
+        assert (r["p2p_forward"], r["p2p_backward"]) == (2 * (ring - 1), 2 * (ring - 1))
+        assert r["a2a_forward"] == (5 if ulysses > 1 else 0)
+
+
+@pytest.mark.slow
+def test_2d_on_eight_ranks():
+    for ulysses, ring in [(2, 4), (4, 2)]:
+        for r in run_distributed(_sp_case, 8, 8, 4, True, True, "zigzag", ring):
+            assert max(r[k] for k in ("out", "lse", "dq", "dk", "dv")) < 1e-10, (ulysses, ring, r)
