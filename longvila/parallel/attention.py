@@ -89,8 +89,6 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     q_h = all_to_all_4d(q, group, scatter_dim=2, gather_dim=1, stats=stats)
     k_h = all_to_all_4d(_kv_for_ulysses(k, num_heads, dims.ulysses), group, 2, 1, stats)
     v_h = all_to_all_4d(_kv_for_ulysses(v, num_heads, dims.ulysses), group, 2, 1, stats)
-    rep = q_h.shape[2] // k_h.shape[2]
-    k_h, v_h = k_h.repeat_interleave(rep, dim=2), v_h.repeat_interleave(rep, dim=2)
     seq_len = q.shape[1] * dims.sp_degree
     if cu_seqlens is not None and int(cu_seqlens[-1]) != seq_len:
         raise ValueError(f"cu_seqlens ends at {int(cu_seqlens[-1])} but the sequence has {seq_len} tokens")
@@ -118,7 +116,9 @@ def _ring_attention(q, k, v, dims: ParallelDims, seq_len, causal, cu_seqlens, la
     for step in range(dims.ring):
         src = (ring_rank - step) % dims.ring           # whose KV block this rank holds at this step
         k_pos = _group_positions(seq_len, dims, src, layout, q.device)
-        o, l = math_attention(q, k, v, attention_mask(q_pos, k_pos, causal, cu_seqlens), scale)
+        rep = q.shape[2] // k.shape[2]  # GQA: KV heads travel unexpanded, expand per block
+        o, l = math_attention(q, k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2),
+                              attention_mask(q_pos, k_pos, causal, cu_seqlens), scale)
         outs.append(o)
         lses.append(l)
         if step < dims.ring - 1:
