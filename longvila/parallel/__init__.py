@@ -1,6 +1,7 @@
 """Multi-modal sequence parallelism (MM-SP): topology, layouts, collectives, attention.
 
-Public API: `ParallelDims`, `shard_sequence`, `gather_sequence`, `sp_attention`.
+Public API: `ParallelDims`, `shard_sequence`, `gather_sequence`, `sp_attention`, `apply_sequence_parallel`
+(the last imports Transformers: `from longvila.parallel.parallelize import apply_sequence_parallel`).
 """
 
 from longvila.parallel.attention import sp_attention
