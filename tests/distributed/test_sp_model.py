@@ -11,8 +11,22 @@ pytestmark = pytest.mark.distributed
 VIDEO_ID, NEWLINE_ID = 151650, 198
 
 
-def _vlm_case(rank, world, ulysses, ring):
+def _errors_vs_reference(model, loss, ref, ref_grads, dims):
+    """Backward this rank's loss; sum loss and gradients over the SP group; largest differences from one process."""
     import torch.distributed as dist
+
+    loss.backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total, group=dims.group("sp"))
+    worst = 0.0
+    for n, p in model.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        dist.all_reduce(g, group=dims.group("sp"))
+        worst = max(worst, (g - ref_grads.get(n, torch.zeros_like(p))).abs().max().item())
+    return abs(total.item() - ref.item()), worst
+
+
+def _vlm_case(rank, world, ulysses, ring):
     import torch.nn.functional as F
 
     from longvila.model import LongVILAForCausalLM, build_config
@@ -53,16 +67,9 @@ def _vlm_case(rank, world, ulysses, ring):
     full = torch.cat([embeds, embeds.new_zeros(pad, embeds.shape[1])])
     shard = lambda t: shard_sequence(t, dims, dim=0)
     loss = loss_of(shard(full), shard(positions), shard(targets))
-    loss.backward()
-    total = loss.detach().clone()
-    dist.all_reduce(total, group=dims.group("sp"))
-    worst = 0.0
-    for n, p in model.named_parameters():
-        g = p.grad if p.grad is not None else torch.zeros_like(p)
-        dist.all_reduce(g, group=dims.group("sp"))
-        worst = max(worst, (g - ref_grads.get(n, torch.zeros_like(p))).abs().max().item())
+    loss_err, worst = _errors_vs_reference(model, loss, ref, ref_grads, dims)
     vision_grad = sum(ref_grads[n].abs().sum().item() for n in ref_grads if n.startswith("vision_tower"))
-    return abs(total.item() - ref.item()), worst, vision_grad
+    return loss_err, worst, vision_grad
 
 
 @pytest.mark.parametrize("ulysses, ring", [(2, 2), (1, 2), (2, 1)], ids=["2d-2x2", "ring2", "ulysses2"])
@@ -73,7 +80,6 @@ def test_vlm_loss_and_every_gradient_match_one_process(ulysses, ring):
 
 
 def _two_stage_case(rank, world, ulysses, ring, num_frames):
-    import torch.distributed as dist
     import torch.nn.functional as F
 
     from longvila.model import LongVILAForCausalLM, build_config
@@ -102,15 +108,8 @@ def _two_stage_case(rank, world, ulysses, ring, num_frames):
     inputs = prepare_sp_inputs(model, ids, frames, labels, dims, media_token_id=VIDEO_ID, newline_id=NEWLINE_ID)
     logits = model(inputs_embeds=inputs.embeds[None], position_ids=inputs.positions[None]).logits[0]
     loss = F.cross_entropy(logits, inputs.targets, ignore_index=-100, reduction="sum") / inputs.num_targets
-    loss.backward()
-    total = loss.detach().clone()
-    dist.all_reduce(total, group=dims.group("sp"))
-    worst = 0.0
-    for n, p in model.named_parameters():
-        g = p.grad if p.grad is not None else torch.zeros_like(p)
-        dist.all_reduce(g, group=dims.group("sp"))
-        worst = max(worst, (g - ref_grads.get(n, torch.zeros_like(p))).abs().max().item())
-    return abs(total.item() - ref.item()), worst
+    loss_err, worst = _errors_vs_reference(model, loss, ref, ref_grads, dims)
+    return loss_err, worst
 
 
 @pytest.mark.parametrize("ulysses, ring, num_frames", [(2, 2, 4), (2, 2, 6), (1, 2, 3)],
