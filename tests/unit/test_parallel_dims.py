@@ -64,3 +64,17 @@ def test_sp_attention_single_process_and_clear_refusals():
         sp_attention(q, k, v, ParallelDims(ring=2, world_size=2))
     with pytest.raises(ValueError, match="cannot split 2 query / 2 KV heads"):
         sp_attention(q, k, v, ParallelDims(ulysses=4, world_size=4))
+
+
+def test_token_mean_loss_single_process():
+    from longvila.parallel.loss import token_mean_loss
+
+    logits = torch.randn(6, 5, dtype=torch.float64)
+    targets = torch.tensor([1, -100, 2, 3, -100, 0])
+    loss, count = token_mean_loss(logits, targets, ParallelDims(world_size=1))
+    assert count == 4
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100))
+    doubled, _ = token_mean_loss(logits, targets, ParallelDims(world_size=2), dp_averaged=True)  # DP 2 averages
+    torch.testing.assert_close(doubled, 2 * loss)
+    with pytest.raises(ValueError, match="no supervised token"):
+        token_mean_loss(logits, torch.full((6,), -100), ParallelDims(world_size=1))
