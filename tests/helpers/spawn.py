@@ -3,7 +3,8 @@
     results = run_distributed(fn, world_size=4, arg)   # fn(rank, world_size, arg) -> picklable
 
 Every worker ends with barrier -> destroy_process_group -> flush -> os._exit(0): gloo on torch 2.13 can abort
-at interpreter exit after the work is done (ENVIRONMENT.md 2.3), which must never make a test red.
+at interpreter exit after the work is done (ENVIRONMENT.md 2.3), which must never make a test red. Before
+os._exit the result queue is closed and its feeder thread joined, so a result is never lost on the way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def _worker(rank, world_size, port, fn, args, queue):
     except BaseException:  # report, then exit non-zero
         queue.put((rank, "error", traceback.format_exc()))
         code = 1
+    # Queue.put hands the item to a feeder thread: wait until it is written, or os._exit can lose it
+    queue.close()
+    queue.join_thread()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
