@@ -116,10 +116,3 @@ def read_remainder(folder: Path) -> tuple[np.ndarray, list[Span]]:
              for s in table.column("sources")[0].as_py()]
     return ids, spans
 
-
-def iter_rows(folder: Path, columns: list[str] | None = None):
-    """Yield the rows of every part in `folder` as dicts, a row group at a time (streaming)."""
-    for path in sorted(Path(folder).glob("part-*.parquet")):
-        pf = pq.ParquetFile(path)
-        for g in range(pf.num_row_groups):
-            yield from pf.read_row_group(g, columns=columns).to_pylist()

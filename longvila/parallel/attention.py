@@ -55,7 +55,7 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     return out.to(q.dtype), lse
 
 
-def _kv_for_ulysses(k: torch.Tensor, num_heads: int, ulysses: int) -> torch.Tensor:
+def _kv_for_ulysses(k: torch.Tensor, ulysses: int) -> torch.Tensor:
     """Replicate KV heads when the Ulysses degree exceeds them (U % Hkv == 0), so each rank gets its group's."""
     hkv = k.shape[2]
     if ulysses > hkv:
@@ -83,12 +83,11 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     if dims.sp_degree > 1 and dims.group("sp") is None:
         raise ValueError(f"ParallelDims(ulysses={dims.ulysses}, ring={dims.ring}) has no process groups; call "
                          "dims.build() after init_process_group on every rank")
-    num_heads = q.shape[2]
     group = dims.group("ulysses")
     # sequence-split -> head-split inside the Ulysses group: [B, S_loc, H, D] -> [B, U*S_loc, H/U, D]
     q_h = all_to_all_4d(q, group, scatter_dim=2, gather_dim=1, stats=stats)
-    k_h = all_to_all_4d(_kv_for_ulysses(k, num_heads, dims.ulysses), group, 2, 1, stats)
-    v_h = all_to_all_4d(_kv_for_ulysses(v, num_heads, dims.ulysses), group, 2, 1, stats)
+    k_h = all_to_all_4d(_kv_for_ulysses(k, dims.ulysses), group, 2, 1, stats)
+    v_h = all_to_all_4d(_kv_for_ulysses(v, dims.ulysses), group, 2, 1, stats)
     seq_len = q.shape[1] * dims.sp_degree
     if cu_seqlens is not None and int(cu_seqlens[-1]) != seq_len:
         raise ValueError(f"cu_seqlens ends at {int(cu_seqlens[-1])} but the sequence has {seq_len} tokens")

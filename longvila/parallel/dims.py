@@ -105,7 +105,5 @@ class ParallelDims:
         return self._groups.get(axis)
 
     def axis_rank(self, axis: str) -> int:
-        return self.coords(self.rank)[axis] if axis != "dp" else self.coords(self.rank)["dp"]
-
-    def axis_size(self, axis: str) -> int:
-        return {"sp": self.sp_degree, "ulysses": self.ulysses, "ring": self.ring, "dp": self.dp_degree}[axis]
+        """This process's index along `axis` ("dp", "sp", "ulysses", "ring")."""
+        return self.coords(self.rank)[axis]
