@@ -1,14 +1,15 @@
 """Autograd-correct collectives over an explicit process group; each is the identity on a group of size 1.
 
     gather_along(x, group, dim)          all-gather; backward: sum the gradient over the group, keep own slice
-    all_to_all_4d(x, group, scatter, gather)   Ulysses' re-shard (e.g. sequence-split -> head-split); backward:
-                                         the inverse all-to-all
+    all_to_all_4d(x, group, scatter, gather)   Ulysses' re-shard (e.g. sequence-split -> head-split), even or
+                                         with per-rank sizes; backward: the inverse all-to-all
 Every call is counted (calls and bytes sent by this rank) in the `stats` dict it is given, for the tests and
 the communication benchmark.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import torch
@@ -49,35 +50,58 @@ def gather_along(x: torch.Tensor, group, dim: int, stats: Counter | None = None)
     return _Gather.apply(x, group, dim, stats)
 
 
-def _a2a(x: torch.Tensor, group, scatter_dim: int, gather_dim: int, stats) -> torch.Tensor:
-    world = group_size(group)
-    inputs = [t.contiguous() for t in x.chunk(world, dim=scatter_dim)]
-    outputs = [torch.empty_like(inputs[0]) for _ in range(world)]
-    dist.all_to_all(outputs, inputs, group=group)
-    _count(stats, "all_to_all", inputs[0].numel() * inputs[0].element_size() * (world - 1))
+def _split(x: torch.Tensor, dim: int, world: int, sizes: list[int] | None) -> list[torch.Tensor]:
+    parts = x.split(sizes, dim=dim) if sizes is not None else x.chunk(world, dim=dim)
+    return [t.contiguous() for t in parts]
+
+
+def _a2a(x: torch.Tensor, group, scatter_dim: int, gather_dim: int, stats, scatter_sizes=None,
+         gather_sizes=None) -> torch.Tensor:
+    world, me = group_size(group), dist.get_rank(group)
+    inputs = _split(x, scatter_dim, world, scatter_sizes)
+    shapes = []
+    for i in range(world):
+        shape = list(inputs[me].shape)
+        if gather_sizes is not None:
+            shape[gather_dim] = gather_sizes[i]
+        shapes.append(shape)
+    # one flat all_to_all_single with split sizes: gloo's list form refuses chunks of different shapes
+    out_numels = [math.prod(shape) for shape in shapes]
+    flat_out = x.new_empty(sum(out_numels))
+    dist.all_to_all_single(flat_out, torch.cat([t.reshape(-1) for t in inputs]), output_split_sizes=out_numels,
+                           input_split_sizes=[t.numel() for t in inputs], group=group)
+    _count(stats, "all_to_all", sum(t.numel() * t.element_size() for i, t in enumerate(inputs) if i != me))
+    outputs = [part.view(shape) for part, shape in zip(flat_out.split(out_numels), shapes)]
     return torch.cat(outputs, dim=gather_dim)
 
 
 class _AllToAll(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, group, scatter_dim, gather_dim, stats):
-        ctx.args = (group, scatter_dim, gather_dim, stats)
-        return _a2a(x, group, scatter_dim, gather_dim, stats)
+    def forward(ctx, x, group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes):
+        ctx.args = (group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes)
+        return _a2a(x, group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes)
 
     @staticmethod
     def backward(ctx, grad):
-        group, scatter_dim, gather_dim, stats = ctx.args
-        return _a2a(grad, group, gather_dim, scatter_dim, stats), None, None, None, None
+        group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes = ctx.args
+        return _a2a(grad, group, gather_dim, scatter_dim, stats, gather_sizes, scatter_sizes), *([None] * 6)
 
 
-def all_to_all_4d(x: torch.Tensor, group, scatter_dim: int, gather_dim: int,
-                  stats: Counter | None = None) -> torch.Tensor:
+def all_to_all_4d(x: torch.Tensor, group, scatter_dim: int, gather_dim: int, stats: Counter | None = None,
+                  scatter_sizes: list[int] | None = None, gather_sizes: list[int] | None = None) -> torch.Tensor:
     """Split `x` into group-size chunks along `scatter_dim`, send chunk j to rank j, and concatenate what is
-    received along `gather_dim` (in rank order). `scatter_dim`'s size must divide by the group size."""
+    received along `gather_dim` (in rank order).
+
+    Even by default (`scatter_dim`'s size must divide by the group size); uneven with `scatter_sizes` (the
+    size of the chunk for each rank) and `gather_sizes` (the size along `gather_dim` that each rank sends),
+    e.g. Ulysses over uneven sequence shards.
+    """
     world = group_size(group)
     if world == 1:
         return x
-    if x.shape[scatter_dim] % world:
+    if scatter_sizes is None and x.shape[scatter_dim] % world:
         raise ValueError(f"all-to-all over {world} ranks needs dim {scatter_dim} (size {x.shape[scatter_dim]}) "
                          f"divisible by {world}")
-    return _AllToAll.apply(x, group, scatter_dim, gather_dim, stats)
+    if scatter_sizes is not None and sum(scatter_sizes) != x.shape[scatter_dim]:
+        raise ValueError(f"scatter_sizes {scatter_sizes} do not add up to dim {scatter_dim}'s size {x.shape[scatter_dim]}")
+    return _AllToAll.apply(x, group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes)

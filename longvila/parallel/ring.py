@@ -1,14 +1,20 @@
 """Ring attention over the ring group: KV blocks travel around the ring, partial results merge by LSE.
 
-Shapes: B batch, S_q local queries, S_k keys of one block, H heads, D head dim.
+Shapes: B batch, S_q local queries, S_k keys of one block, H heads (Hkv for K/V), D head dim.
 
-Each step attends the local queries to the KV block currently held, then passes that block to the next rank
-(`ring_shift`, point-to-point with batch_isend_irecv). The partial outputs merge exactly with their
-log-sum-exps (fp32/fp64). Masks come from global token positions, so contiguous and zigzag layouts and
-packed samples are all exact. The shift is an autograd function whose backward sends the gradient the
-other way round the ring, so dK/dV return to the rank that owns the block.
+Forward, R ranks: at step t a rank holds the KV block of ring rank (r - t) mod R. Before computing on it, the
+rank already posts the transfer of that block to the next rank (`batch_isend_irecv`, double-buffered: the
+received block lands in a second buffer), so the transfer overlaps the block's attention. Partial outputs
+merge exactly through their log-sum-exps in fp32 (fp64 for fp64 inputs); rows that see no key in a block
+(LSE -inf) get weight 0.
 
-Built for exactness first: the transfer of the next block is not yet overlapped with compute.
+Backward, explicit (no kernel offers a gradient w.r.t. its LSE): every block's backward uses the final output
+and LSE; dQ accumulates locally; K/V travel the ring again (overlapped the same way), and the dK/dV of each
+block travel WITH it, one step behind, so that after R steps each block's gradient is back at its owner:
+forward R-1 K/V transfers, backward R-1 K/V transfers + R dK/dV transfers (fp32 accumulators).
+
+Blocks may have different lengths (uneven contiguous layouts): every rank knows every block's positions, so
+the receive buffers have the sender's shape.
 """
 
 from __future__ import annotations
@@ -19,47 +25,93 @@ import torch
 import torch.distributed as dist
 
 from longvila.parallel.comm import _count, group_size
+from longvila.parallel.kernels import Block, acc_dtype, empty_result
 
 
-def _exchange(x: torch.Tensor, group, send_to: int, recv_from: int, stats) -> torch.Tensor:
-    x = x.contiguous()
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    ops = [dist.P2POp(dist.isend, x, dist.get_global_rank(group, send_to), group),
-           dist.P2POp(dist.irecv, out, dist.get_global_rank(group, recv_from), group)]
-    for req in dist.batch_isend_irecv(ops):
-        req.wait()
-    _count(stats, "p2p", x.numel() * x.element_size())
-    return out
+class _Transfer:
+    """Tensors sent to the next ring rank while the previous rank's arrive (posted now, waited on later)."""
 
-
-class _RingShift(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group, stats):
-        ctx.group, ctx.stats = group, stats
+    def __init__(self, tensors, group, recv_len: int, stats: Counter | None) -> None:
         r, n = dist.get_rank(group), group_size(group)
-        return _exchange(x, group, (r + 1) % n, (r - 1) % n, stats)
+        nxt, prv = dist.get_global_rank(group, (r + 1) % n), dist.get_global_rank(group, (r - 1) % n)
+        self.out, ops = [], []
+        for t in tensors:
+            t = t.contiguous()
+            recv = t.new_empty((t.shape[0], recv_len, *t.shape[2:]))
+            ops += [dist.P2POp(dist.isend, t, nxt, group), dist.P2POp(dist.irecv, recv, prv, group)]
+            self.out.append(recv)
+            _count(stats, "p2p", t.numel() * t.element_size())
+        self.reqs = dist.batch_isend_irecv(ops)
+
+    def wait(self) -> list[torch.Tensor]:
+        for req in self.reqs:
+            req.wait()
+        return self.out
+
+
+def merge_into(out, lse, o, lse_b):
+    """Merge a block's (o [B,S,H,D], lse_b [B,H,S]) into the running (out, lse) -> (out, lse).
+
+    out <- out + sigmoid(lse_b - lse) * (o - out) (one fused lerp over the big tensor), lse <- logaddexp; rows
+    that saw no key in either part (both -inf) keep out = 0, lse = -inf.
+    """
+    if out is None:
+        return o.to(lse_b.dtype), lse_b
+    weight = torch.sigmoid(lse_b - lse).nan_to_num_(0.0)                   # -inf - (-inf) = nan -> 0
+    out = out.lerp_(o.to(out.dtype), weight.transpose(1, 2).unsqueeze(-1))
+    return out, torch.logaddexp(lse, lse_b)
+
+
+class _RingAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, kernel, blocks, group, stats):
+        n = len(blocks)
+        out = lse = None
+        cur = [k, v]
+        for step, block in enumerate(blocks):
+            nxt = _Transfer(cur, group, len(blocks[step + 1].k_pos), stats) if step < n - 1 else None
+            o, l = empty_result(q) if block.empty() else kernel.forward(q, cur[0], cur[1], block)
+            out, lse = merge_into(out, lse, o, l)
+            if nxt is not None:
+                cur = nxt.wait()
+        out = out.to(q.dtype)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.kernel, ctx.blocks, ctx.group, ctx.stats = kernel, blocks, group, stats
+        ctx.mark_non_differentiable(lse)
+        return out, lse
 
     @staticmethod
-    def backward(ctx, grad):
-        r, n = dist.get_rank(ctx.group), group_size(ctx.group)
-        return _exchange(grad, ctx.group, (r - 1) % n, (r + 1) % n, ctx.stats), None, None
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        blocks, n = ctx.blocks, len(ctx.blocks)
+        acc = acc_dtype(q.dtype)
+        dq = torch.zeros(q.shape, dtype=acc, device=q.device)
+        cur, grads = [k, v], None
+        for step, block in enumerate(blocks):
+            nxt = _Transfer(cur, ctx.group, len(blocks[step + 1].k_pos), ctx.stats) if step < n - 1 else None
+            if block.empty():
+                dk_b, dv_b = (torch.zeros(t.shape, dtype=acc, device=t.device) for t in cur)
+            else:
+                dq_b, dk_b, dv_b = ctx.kernel.backward(dout, q, cur[0], cur[1], out, lse, block)
+                dq += dq_b
+            if grads is not None:                        # this block's dK/dV so far, from the previous rank
+                dk_in, dv_in = grads.wait()
+                dk_b, dv_b = dk_b + dk_in, dv_b + dv_in
+            if n > 1:                                    # pass it on; after R steps it is back at its owner
+                grads = _Transfer([dk_b, dv_b], ctx.group, len(blocks[(step + 1) % n].k_pos), ctx.stats)
+            if nxt is not None:
+                cur = nxt.wait()
+        dk, dv = grads.wait() if n > 1 else (dk_b, dv_b)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 
-def ring_shift(x: torch.Tensor, group, stats: Counter | None = None) -> torch.Tensor:
-    """Send `x` to the next rank of the ring and return the previous rank's (identity on one rank)."""
-    if group_size(group) == 1:
-        return x
-    return _RingShift.apply(x, group, stats)
+def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel, blocks: list[Block], group,
+                   stats: Counter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of local q over the KV blocks of the whole ring -> (out [B,S_q,H,D], lse [B,H,S_q]).
 
-
-def merge_partials(outs: list[torch.Tensor], lses: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact merge of partial attention results. outs [B,S,H,D], lses [B,H,S] -> (out, lse).
-
-    Rows masked in every block keep out = 0 and lse = -inf.
+    `blocks[t]` describes step t: this rank's queries against the block of ring rank (r - t) mod R.
+    The LSE output carries no gradient.
     """
-    lse_all = torch.stack(lses)                                            # [n,B,H,S]
-    lse = torch.logsumexp(lse_all, dim=0)
-    safe = lse.masked_fill(torch.isinf(lse), 0.0)
-    weights = torch.exp(lse_all - safe).nan_to_num(0.0)                    # [n,B,H,S]
-    out = sum(w.permute(0, 2, 1).unsqueeze(-1) * o.to(w.dtype) for w, o in zip(weights, outs))
-    return out.to(outs[0].dtype), lse
+    if len(blocks) != group_size(group):
+        raise ValueError(f"{len(blocks)} blocks for a ring of {group_size(group)} ranks")
+    return _RingAttention.apply(q, k, v, kernel, blocks, group, stats)

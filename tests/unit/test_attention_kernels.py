@@ -1,0 +1,161 @@
+"""Block kernels on CPU: math / torch_cpu against autograd, and the flash_attn kernel's varlen decomposition.
+
+The flash kernel's plan (query segments -> varlen sequences, bottom-right causal) and its forward/backward
+assembly are checked here by running the planned varlen calls through an exact CPU executor; the CUDA
+kernels themselves are checked in tests/gpu.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from longvila.parallel.flash import FlashKernel, pad_lse, split_forward_result, unpad_lse
+from longvila.parallel.plan import plan_block
+from longvila.parallel.cpu import TorchCpuKernel
+from longvila.parallel.kernels import Block, MathKernel, attention_mask, get_kernel, math_attention
+from longvila.parallel.layout import local_indices
+
+
+def _group_pos(seq_len, ulysses, ring, ring_rank, layout):
+    p = ulysses * ring
+    return torch.cat([local_indices(seq_len, p, ring_rank * ulysses + i, layout) for i in range(ulysses)])
+
+
+def _blocks(seq_len=48, ulysses=2, ring=3, layout="zigzag", causal=True, packed=True):
+    cu = torch.tensor([0, 5, 29, seq_len]) if packed else None
+    for r in range(ring):
+        for src in range(ring):
+            yield Block(_group_pos(seq_len, ulysses, ring, r, layout), _group_pos(seq_len, ulysses, ring, src, layout),
+                        causal, cu, 0.35)
+
+
+class _CpuVarlen:
+    """Runs a VarlenCall exactly on CPU: per sequence, bottom-right-aligned causal mask (flash-attn's rule)."""
+
+    @staticmethod
+    def _mask(c):
+        lq, lk = (c.cu_q[1:] - c.cu_q[:-1]).tolist(), (c.cu_k[1:] - c.cu_k[:-1]).tolist()
+        mask = torch.zeros(sum(lq), sum(lk), dtype=torch.bool)
+        for i, (a, b) in enumerate(zip(lq, lk)):
+            qa, ka = int(c.cu_q[i]), int(c.cu_k[i])
+            block = torch.ones(a, b, dtype=torch.bool)
+            if c.causal:
+                block = torch.arange(b)[None] <= torch.arange(a)[:, None] + (b - a)
+            mask[qa:qa + a, ka:ka + b] = block
+        return mask
+
+    def forward(self, q, k, v, c, scale):
+        out, lse = math_attention(q[None], k[None], v[None], self._mask(c), scale)
+        return out[0], lse[0]
+
+    def backward(self, dout, q, k, v, out, lse, c, scale):
+        block = Block(torch.zeros(0), torch.zeros(0), False, None, scale)
+        block._cache[("mask", "cpu")] = self._mask(c)
+        dq, dk, dv = MathKernel().backward(dout[None], q[None], k[None], v[None], out[None], lse[None], block)
+        return dq[0], dk[0], dv[0]
+
+
+def _flash_on_cpu() -> FlashKernel:
+    kernel = object.__new__(FlashKernel)       # bypass the CUDA check: the executor above stands in for CUDA
+    kernel.impl = _CpuVarlen()
+    return kernel
+
+
+def _data(sq, sk, heads=4, kv_heads=2, dtype=torch.float64):
+    torch.manual_seed(0)
+    return (torch.randn(2, sq, heads, 8, dtype=dtype), torch.randn(2, sk, kv_heads, 8, dtype=dtype),
+            torch.randn(2, sk, kv_heads, 8, dtype=dtype))
+
+
+@pytest.mark.parametrize("layout", ["zigzag", "contiguous"])
+@pytest.mark.parametrize("ulysses, ring", [(1, 4), (2, 3), (4, 1)])
+@pytest.mark.parametrize("causal, packed", [(True, False), (True, True), (False, True)])
+def test_flash_plan_reproduces_the_mask(layout, ulysses, ring, causal, packed):
+    for block in _blocks(48, ulysses, ring, layout, causal, packed):
+        calls = plan_block(block, batch=1)
+        covered = torch.zeros(len(block.q_pos), len(block.k_pos), dtype=torch.bool)
+        for c in calls:
+            m = _CpuVarlen._mask(c)
+            qi, ki = c.q_idx[:, None].expand_as(m)[m], c.k_idx[None].expand_as(m)[m]
+            assert not covered[qi, ki].any()                       # no (query, key) pair computed twice
+            covered[qi, ki] = True
+            assert len(set(c.q_idx.tolist())) == len(c.q_idx)      # a query row appears once per call
+        want = attention_mask(block.q_pos, block.k_pos, causal, block.cu_seqlens)
+        assert torch.equal(covered, want if want is not None else torch.ones_like(covered))
+        assert len(calls) <= 2
+
+
+@pytest.mark.parametrize("kernel_name", ["math", "torch_cpu", "flash_on_cpu"])
+def test_kernels_match_autograd_on_every_block(kernel_name):
+    kernel = _flash_on_cpu() if kernel_name == "flash_on_cpu" else get_kernel(kernel_name, torch.zeros(1))
+    for block in _blocks(48, 2, 3, "zigzag", True, True):
+        q, k, v = _data(len(block.q_pos), len(block.k_pos))
+        mask = attention_mask(block.q_pos, block.k_pos, True, block.cu_seqlens)
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        ref_out, ref_lse = math_attention(*leaves, mask, block.scale)
+        dout = torch.randn_like(ref_out)
+        (ref_out * dout).sum().backward()
+        out, lse = kernel.forward(q, k, v, block)
+        assert torch.allclose(out, ref_out, atol=1e-12) and torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
+        assert torch.allclose(lse[~torch.isinf(lse)], ref_lse[~torch.isinf(ref_lse)], atol=1e-12)
+        if torch.isinf(lse).all():
+            continue
+        # the block's own out/lse are the "merged" ones when the block is the whole ring
+        grads = kernel.backward(dout, q, k, v, ref_out.detach(), ref_lse, block)
+        for got, leaf in zip(grads, leaves):
+            assert torch.allclose(got, leaf.grad, atol=1e-11), kernel_name
+
+
+def test_torch_cpu_kernel_reports_empty_rows_as_minus_inf():
+    block = Block(torch.tensor([0, 1, 5, 6]), torch.tensor([2, 3]), True, None, 0.5)   # rows 0, 1 see nothing
+    q, k, v = _data(4, 2)
+    out, lse = TorchCpuKernel().forward(q, k, v, block)
+    assert torch.isneginf(lse[..., :2]).all() and not torch.isinf(lse[..., 2:]).any()
+    assert (out[:, :2] == 0).all()
+
+
+def test_flash_lse_conventions():
+    cu = torch.tensor([0, 3, 4, 9])
+    packed = torch.randn(2, 9)                                        # [H, total_q] (flash-attn >= 2.x varlen)
+    padded = pad_lse(packed, cu, max_q=5)                             # [N, H, max_q] (older releases)
+    assert padded.shape == (3, 2, 5) and torch.equal(padded[1, :, :1], packed[:, 3:4])
+    assert torch.equal(unpad_lse(padded, cu), packed) and unpad_lse(packed, cu) is packed
+    out, lse, rng = torch.zeros(1), torch.ones(1), torch.full((1,), 7)
+    assert split_forward_result((out, lse, None, rng)) == (out, lse, rng)                       # >= 2.7
+    assert split_forward_result((out, None, None, None, None, lse, None, rng)) == (out, lse, rng)  # < 2.7
+    with pytest.raises(ValueError, match="unrecognised flash-attn forward result of 3 items"):
+        split_forward_result((out, lse, rng))
+
+
+def test_backend_choice_and_refusals():
+    assert get_kernel("auto", torch.zeros(1, dtype=torch.float64)).name == "math"
+    assert get_kernel("auto", torch.zeros(1)).name == "torch_cpu"
+    with pytest.raises(ValueError, match="unknown attention backend 'xformers'"):
+        get_kernel("xformers", torch.zeros(1))
+    with pytest.raises(ValueError, match="backend='flash_attn' needs fp16/bf16 CUDA tensors"):
+        get_kernel("flash_attn", torch.zeros(1))
+    straddle = Block(torch.arange(4, 8), torch.arange(2, 6), True, None, 1.0)
+    with pytest.raises(ValueError, match="straddles"):
+        plan_block(straddle, 1)
+
+
+@pytest.mark.parametrize("ulysses, ring, layout", [(1, 4, "zigzag"), (2, 2, "zigzag"), (1, 3, "contiguous")])
+def test_ring_simulation_matches_one_process(ulysses, ring, layout):
+    """The single-process simulator that the GPU tests run on the flash kernel is itself exact (fp64)."""
+    from tests.helpers.ring_sim import simulate
+
+    s = 8 * ulysses * ring
+    q, k, v = _data(s, s)
+    q, k, v = (t[:1] for t in (q, k, v))
+    dout = torch.randn_like(q)
+    cu = torch.tensor([0, 7, s // 2 + 1, s])
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    pos = torch.arange(s)
+    ref, _ = math_attention(*leaves, attention_mask(pos, pos, True, cu))
+    (ref * dout).sum().backward()
+    for kernel in (MathKernel(), TorchCpuKernel(), _flash_on_cpu()):
+        out, dq, dk, dv = simulate(q, k, v, dout, kernel, ulysses=ulysses, ring=ring, layout=layout, cu_seqlens=cu)
+        assert torch.allclose(out, ref, atol=1e-12), kernel
+        for got, leaf in zip((dq, dk, dv), leaves):
+            assert torch.allclose(got, leaf.grad, atol=1e-11), kernel
