@@ -1,11 +1,14 @@
-"""GPU: bf16 + flash-attn logits of the model against the fp32 CPU reference path (run with `pytest -m gpu`).
+"""GPU: bf16 logits of the model on CUDA against the fp32 CPU reference (run with `pytest -m gpu tests/gpu`).
 
-Skipped without CUDA (tests/conftest.py) or without flash-attn. Not yet run on a GPU: see docs/LOG.md.
+Attention on the GPU through Transformers' `sdpa` (PyTorch's fused CUDA kernels), through `flash_attention_2`
+when the flash-attn package is installed, and through our sequence-parallel attention (world size 1, the
+`flash_attn` block kernel) plugged in with `apply_sequence_parallel`.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import pytest
 import torch
@@ -13,9 +16,9 @@ import torch
 from longvila.model import LongVILAForCausalLM, build_config
 
 pytestmark = pytest.mark.gpu
-flash_attn = pytest.importorskip("flash_attn", reason="flash-attn is not installed (pip install -e '.[gpu]')")
-
 VIDEO_ID, NEWLINE_ID = 151650, 198
+NO_FLASH = pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None,
+                              reason="flash-attn is not installed (pip install -e '.[gpu]')")
 
 
 def logits(model: LongVILAForCausalLM, frames: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -25,8 +28,9 @@ def logits(model: LongVILAForCausalLM, frames: torch.Tensor, ids: torch.Tensor) 
         return model(inputs_embeds=embeds[None]).logits[0].float().cpu()
 
 
+@pytest.mark.parametrize("attention", ["sdpa", pytest.param("flash_attention_2", marks=NO_FLASH), "longvila_sp"])
 @pytest.mark.parametrize("size", ["tiny", "qwen2-1.5b-384"])
-def test_bf16_flash_attention_matches_the_fp32_reference(size):
+def test_bf16_gpu_attention_matches_the_fp32_reference(size, attention):
     torch.manual_seed(0)
     model = LongVILAForCausalLM(build_config(size)).eval()
     image = model.vision_tower.config.image_size
@@ -35,9 +39,14 @@ def test_bf16_flash_attention_matches_the_fp32_reference(size):
     ref = logits(model, frames, ids)                                   # fp32, CPU, eager/sdpa attention
 
     fast = copy.deepcopy(model).to("cuda", torch.bfloat16)
-    fast.llm.set_attn_implementation("flash_attention_2")
+    if attention == "longvila_sp":
+        from longvila.parallel import ParallelDims
+        from longvila.parallel.parallelize import apply_sequence_parallel
+        apply_sequence_parallel(fast, ParallelDims(world_size=1), backend="flash_attn")
+    else:
+        fast.llm.set_attn_implementation(attention)
     got = logits(fast, frames.to("cuda", torch.bfloat16), ids.to("cuda"))
     rel = (got - ref).norm() / ref.norm()
     agree = (got.argmax(-1) == ref.argmax(-1)).float().mean()
-    print(f"{size}: relative logits error {rel:.4f}, top-1 agreement {agree:.3f}")
+    print(f"{size} / {attention}: relative logits error {rel:.4f}, top-1 agreement {agree:.3f}")
     assert rel < 0.05 and agree > 0.9
