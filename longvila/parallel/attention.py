@@ -20,7 +20,7 @@ from longvila.parallel.comm import all_to_all_4d
 from longvila.parallel.dims import ParallelDims
 from longvila.parallel.kernels import KERNELS, Block, attention_mask, check_cu_seqlens, default_scale, get_kernel
 from longvila.parallel.kernels import math_attention  # noqa: F401  (re-exported: the tests' reference)
-from longvila.parallel.layout import local_indices, shard_lengths
+from longvila.parallel.layout import infer_seq_len, local_indices, shard_lengths
 from longvila.parallel.ring import ring_attention
 
 BACKENDS = KERNELS
@@ -46,7 +46,9 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
         dims: the topology (groups built, or world size 1).
         cu_seqlens: global boundaries of packed samples ([0, ..., S]); each sample attends only to itself.
         backend: "auto", "math", "torch_cpu" or "flash_attn" (the per-block kernel).
-        seq_len: global sequence length; needed only for uneven contiguous shards (default S_loc x P).
+        seq_len: global sequence length. Default: S_loc x P for zigzag (shards are always equal); for the
+            contiguous layout the local lengths are all-gathered (8 bytes per rank) so that uneven shards
+            are sized right on every rank; pass it to skip that exchange.
         return_lse: also return this rank's LSE [B, H, S_loc] (fp32/fp64; it carries no gradient).
     Returns:
         out [B, S_loc, H, D] (and lse).
@@ -57,7 +59,11 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     if dims.sp_degree > 1 and dims.group("sp") is None:
         raise ValueError(f"ParallelDims(ulysses={dims.ulysses}, ring={dims.ring}) has no process groups; call "
                          "dims.build() after init_process_group on every rank")
-    seq_len = q.shape[1] * dims.sp_degree if seq_len is None else seq_len
+    if seq_len is None:
+        seq_len = infer_seq_len(q.shape[1], dims, layout)
+    if seq_len < dims.sp_degree:
+        raise ValueError(f"a {seq_len}-token sequence cannot be split over {dims.sp_degree} SP ranks; "
+                         "give every rank at least one token (pad, or use a smaller SP degree)")
     lengths = shard_lengths(seq_len, dims.sp_degree, layout)
     if q.shape[1] != lengths[dims.axis_rank("sp")]:
         raise ValueError(f"SP rank {dims.axis_rank('sp')} holds {q.shape[1]} tokens, but a {seq_len}-token sequence "

@@ -37,7 +37,7 @@ class _Gather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        grad = grad.contiguous()
+        grad = grad.contiguous().clone()          # all_reduce is in place: never touch autograd's buffer
         dist.all_reduce(grad, group=ctx.group)
         rank = dist.get_rank(ctx.group)
         return grad.chunk(group_size(ctx.group), dim=ctx.dim)[rank].contiguous(), None, None, None

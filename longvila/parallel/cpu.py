@@ -74,7 +74,7 @@ class _CpuOpExecutor:
                 gq, gk, gv = _bwd(dob, qb, _bhsd(k[ks], h), _bhsd(v[ks], h), ob, lb, 0.0, causal, scale=scale)
                 dq[qs] += gq[0].transpose(0, 1)
                 for total, g in ((dk, gk), (dv, gv)):
-                    g = g[0].transpose(0, 1)                    # [T, H, D] -> sum the heads of each KV group
+                    g = g[0].transpose(0, 1).to(acc)            # [T, H, D] -> sum the heads of each KV group
                     total[ks] += g.reshape(g.shape[0], hkv, h // hkv, g.shape[2]).sum(2)
         return dq, dk, dv
 

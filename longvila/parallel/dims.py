@@ -63,7 +63,8 @@ class ParallelDims:
                              f"valid Ulysses degrees: {valid_ulysses_degrees(num_heads, num_kv_heads)}")
 
     def seq_len_divisor(self, layout: str = "zigzag") -> int:
-        """Sequence lengths must be multiples of this (2P chunks for zigzag, P for contiguous)."""
+        """Pad sequences to multiples of this: 2P for zigzag (required), P for contiguous (equal shards; uneven
+        contiguous shards also work, at the cost of one tiny all-gather of lengths per attention call)."""
         return 2 * self.sp_degree if layout == "zigzag" else self.sp_degree
 
     # ------------------------------------------------------------------ ranks (pure arithmetic)

@@ -84,7 +84,7 @@ class _TorchImpl:
     def forward(self, q, k, v, c: VarlenCall, scale):
         out, lse, *_ = torch.ops.aten._flash_attention_forward(q, k, v, c.cu_q, c.cu_k, c.max_q, c.max_k, 0.0,
                                                                c.causal, False, scale=scale)
-        return out, lse
+        return out, unpad_lse(lse, c.cu_q)          # [H, total_q] (checked on torch 2.11 CUDA); padded: packed
 
     def backward(self, dout, q, k, v, out, lse, c: VarlenCall, scale):
         rng = torch.zeros(2, dtype=torch.uint64, device=q.device)     # dropout 0: the RNG state is not read

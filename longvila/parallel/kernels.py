@@ -55,7 +55,9 @@ class Block:
     def empty(self) -> bool:
         """True when no query sees any key (the kernel is skipped). Decided from the segment plan: no mask."""
         if "empty" not in self._cache:
-            if self.causal and int(self.k_pos.min()) > int(self.q_pos.max()):
+            if len(self.q_pos) == 0 or len(self.k_pos) == 0:
+                self._cache["empty"] = True
+            elif self.causal and int(self.k_pos.min()) > int(self.q_pos.max()):
                 self._cache["empty"] = True
             else:
                 from longvila.parallel.plan import plan_block

@@ -2,7 +2,8 @@
 
 Layouts over the SP degree P = ulysses x ring (SP rank s = ring_rank * ulysses + ulysses_rank):
   contiguous  the sequence in P chunks; rank s holds chunk s. Any length: when P does not divide it, the first
-              S mod P ranks hold one token more (uneven shards; pass `seq_len=` to sp_attention).
+              S mod P ranks hold one token more (uneven shards; sp_attention and gather_sequence infer the
+              global length with a tiny all-gather unless given `seq_len=`). At least one token per rank.
   zigzag      the sequence in 2P equal chunks; rank s holds chunks s and 2P - 1 - s (TransformerEngine's
               global dual-chunk split). Causal work is balanced: every rank gets one early and one late chunk.
 The data loader shards with the same function whatever the U x R split; attention kernels recover global
@@ -39,6 +40,20 @@ def local_indices(seq_len: int, sp_degree: int, sp_rank: int, layout: str = "zig
     return torch.cat([torch.arange(i * c, (i + 1) * c) for i in (sp_rank, parts - 1 - sp_rank)])
 
 
+def infer_seq_len(local_len: int, dims: ParallelDims, layout: str) -> int:
+    """The global length from this rank's shard: x P for zigzag (equal shards); for contiguous, the sum of
+    every rank's length (a tiny all-gather over the SP group, not counted as payload), so that uneven shards
+    give the same answer on every rank."""
+    if dims.sp_degree == 1 or layout == "zigzag":
+        return local_len * dims.sp_degree
+    import torch.distributed as dist
+
+    mine = torch.tensor([local_len], dtype=torch.int64)
+    parts = [torch.zeros_like(mine) for _ in range(dims.sp_degree)]
+    dist.all_gather(parts, mine, group=dims.group("sp"))
+    return int(torch.cat(parts).sum())
+
+
 def shard_lengths(seq_len: int, sp_degree: int, layout: str = "zigzag") -> list[int]:
     """Number of tokens each SP rank holds."""
     return [len(local_indices(seq_len, sp_degree, r, layout)) for r in range(sp_degree)]
@@ -60,10 +75,10 @@ def gather_sequence(x_local: torch.Tensor, dims: ParallelDims, dim: int = 1, lay
     """The full sequence on every SP rank from the local shards (autograd: gradients flow back to the
     shard that each token came from, summed over the ranks that used it).
 
-    `seq_len`: the global length, needed for uneven contiguous shards (default: local length x P).
+    `seq_len`: the global length (default: inferred, see `infer_seq_len`).
     """
     p = dims.sp_degree
-    seq_len = x_local.shape[dim] * p if seq_len is None else seq_len
+    seq_len = infer_seq_len(x_local.shape[dim], dims, layout) if seq_len is None else seq_len
     lengths = shard_lengths(seq_len, p, layout)
     if x_local.shape[dim] != lengths[dims.axis_rank("sp")]:
         raise ValueError(f"SP rank {dims.axis_rank('sp')} holds {x_local.shape[dim]} tokens, but a {seq_len}-token "

@@ -5,6 +5,9 @@ selected with `set_attn_implementation`, so the model classes stay unmodified (n
 the patched model are this rank's shard: `inputs_embeds` / `input_ids` laid out by `shard_sequence`, and
 `position_ids` the tokens' GLOBAL positions (so rotary embeddings see the true positions). Packed samples
 pass their global boundaries as `cu_seq_lens_q=` to the model's forward; they reach the attention call.
+Attention is causal over the global sequence; a padding `attention_mask` and attention dropout are NOT
+applied: pad at the END of the sequence (as `prepare_sp_inputs` does) with labels -100, so no real token
+attends to padding and padded outputs carry no loss.
 
     apply_sequence_parallel(model, dims)          # model: LongVILAForCausalLM or a Transformers causal LM
     apply_sequence_parallel(model, dims, backend="flash_attn")   # pick the block kernel (default: auto)

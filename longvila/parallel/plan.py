@@ -60,6 +60,8 @@ def _as_slice(idx: torch.Tensor):
 
 def segments(pos: torch.Tensor, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int, int, int]]:
     """Maximal runs of consecutive positions inside one sample: (local start, global start, length, sample)."""
+    if len(pos) == 0:
+        return []
     sample = (torch.bucketize(pos, cu_seqlens[1:].to(pos.dtype), right=True) if cu_seqlens is not None
               else torch.zeros_like(pos))
     cut = ((pos[1:] != pos[:-1] + 1) | (sample[1:] != sample[:-1])).nonzero().flatten() + 1

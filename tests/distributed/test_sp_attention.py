@@ -44,7 +44,7 @@ def _sp_case(rank, world, heads, kv_heads, causal, packed, layout, ring=1, varia
         ql, kl, vl = (shard(t).requires_grad_() for t in (q, k, v))
         stats = Counter()
         out, lse = sp_attention(ql, kl, vl, dims, causal=causal, cu_seqlens=cu, layout=layout, return_lse=True,
-                                stats=stats, backend=backend, seq_len=s)
+                                stats=stats, backend=backend)     # global length inferred (uneven too)
         forward_calls, forward_p2p = stats["all_to_all.calls"], stats["p2p.calls"]
         (out * shard(grad_out)).sum().backward()
         errors = {"out": (out - shard(ref_out)).abs().max().item(),
@@ -91,7 +91,10 @@ def _gather_case(rank, world, layout, extra=0):
     local = shard_sequence(full, dims, layout=layout).requires_grad_()
     gathered = gather_sequence(local, dims, layout=layout, seq_len=full.shape[1])
     weights = torch.arange(full.numel(), dtype=torch.float64).reshape(full.shape) * (rank + 1)
-    (gathered * weights).sum().backward()
+    other = torch.ones_like(gathered, requires_grad=True)      # a second branch that shares the gradient
+    ((gathered + other * 2) * weights).sum().backward()
+    if not torch.equal(other.grad, 2 * weights):                # the gather's backward must not alter it
+        return False, float("inf")
     expected = torch.arange(full.numel(), dtype=torch.float64).reshape(full.shape) * sum(range(1, world + 1))
     return torch.equal(gathered, full), (local.grad - shard_sequence(expected, dims, layout=layout)).abs().max().item()
 
