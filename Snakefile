@@ -13,6 +13,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/slimpajama.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/shot2story.smk"
 
 
 rule all:

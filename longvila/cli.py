@@ -4,6 +4,7 @@
         --seq-len 65536 --out data/64k --upsample per_source --max-rows 3000
     longvila export --shards data/64k --out data/64k.jsonl
     longvila infer --model results/init_model/tiny --video clip.mp4 --prompt "What happens?" --num-frames 8
+    longvila serve --model results/init_model/tiny --port 8000     # OpenAI-compatible endpoint
 
 Run `longvila <command> --help` for each command's flags.
 """
@@ -98,6 +99,21 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from longvila.serve import make_server
+
+    server = make_server(args.model, args.host, args.port, args.name)
+    host, port = server.server_address[:2]
+    get_logger().info(f"serve: {args.model} as '{args.name}' on http://{host}:{port}/v1 (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longvila", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--max-new-tokens", type=int, default=64, metavar="T", help="answer length limit (default 64)")
     i.add_argument("--quiet", action="store_true", help="no progress bars")
     i.set_defaults(func=_infer)
+    s = sub.add_parser("serve", help="serve a checkpoint as an OpenAI-compatible chat-completions endpoint",
+                       description="POST /v1/chat/completions (text, and images as base64 data URLs: one image "
+                                   "or the frames of a video), greedy decoding, one request at a time. Used by the "
+                                   "stage-5 captioning and QA backends (backend: openai).")
+    s.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder (released LongVILA layout)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    s.add_argument("--name", default="longvila", help="model name reported and accepted (default longvila)")
+    s.set_defaults(func=_serve)
     return parser
 
 

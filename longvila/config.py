@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from longvila.config_video import Shot2StoryConfig
 from longvila.data.sources import ORIGINAL_MIX, SOURCES
 
 UPSAMPLE_MODES = ("none", "per_source", "global")
@@ -242,6 +243,8 @@ class Config:
     """Packing into fixed-length shards."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model."""
+    shot2story: Shot2StoryConfig = field(default_factory=Shot2StoryConfig)
+    """Stage-5 data: Shot2Story -> clips -> captions -> QA (longvila/config_video.py)."""
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -32,6 +32,18 @@ def small_corpus(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A tiny randomly initialised checkpoint in the released layout (rule init_model on config.yaml)."""
+    from pipeline import init_model, resolve_config
+
+    tmp = tmp_path_factory.mktemp("init")
+    cfg = tmp / "config.yaml"
+    assert resolve_config.main(["--from-yaml", str(REPO / "config.yaml"), "--out", str(cfg)]) == 0
+    assert init_model.main(["--config", str(cfg), "--out", str(tmp / "tiny")]) == 0
+    return tmp / "tiny"
+
+
 def corpus_inputs(root: Path) -> list[tuple[Path, str]]:
     return [(p, str(p.relative_to(root))) for p in sorted(root.glob("train/chunk*/*.jsonl.zst"))]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer
@@ -67,3 +68,26 @@ def answer(model: LongVILAForCausalLM, tokenizer, prompt: str, video: str | Path
     out = model.generate_with_media(torch.tensor(tok.input_ids), media, media_ids, max_new_tokens=max_new_tokens,
                                     eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
     return tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def answer_frames(model: LongVILAForCausalLM, tokenizer, prompt: str, clips: list, max_new_tokens: int = 64) -> list[str]:
+    """Greedy answers to one `prompt` for each clip (uint8 frames [N, H, W, 3] each); the frames of all clips
+    go through the vision tower together, generation runs clip by clip."""
+    if not clips:
+        return []
+    (newline_id,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    counts = [len(c) for c in clips]
+    media = encode_media(model, np.concatenate(clips), newline_id)
+    per_frame = media.shape[0] // sum(counts)
+    record = {"conversations": [{"from": "human", "value": prompt}]}
+    tok = tokenize_conversation(tokenizer, record, "video", add_generation_prompt=True)
+    media_ids = {tokenizer.convert_tokens_to_ids(t) for t in MEDIA_TOKENS.values()}
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    out, at = [], 0
+    for n in counts:
+        clip_media = media[at * per_frame:(at + n) * per_frame]
+        at += n
+        ids = model.generate_with_media(torch.tensor(tok.input_ids), [clip_media], media_ids,
+                                        max_new_tokens=max_new_tokens, eos_token_id=eos)
+        out.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    return out

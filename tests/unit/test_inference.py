@@ -6,12 +6,8 @@ import json
 
 import av
 import numpy as np
-import pytest
-import yaml
 
 from longvila.cli import main as cli_main
-from pipeline import init_model, resolve_config
-from tests.conftest import REPO
 
 
 def make_video(path, frames=20, size=(64, 48)):
@@ -25,15 +21,6 @@ def make_video(path, frames=20, size=(64, 48)):
         for packet in stream.encode():
             out.mux(packet)
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("init")
-    cfg = tmp / "config.yaml"
-    assert resolve_config.main(["--from-yaml", str(REPO / "config.yaml"), "--out", str(cfg)]) == 0
-    assert init_model.main(["--config", str(cfg), "--out", str(tmp / "tiny")]) == 0
-    return tmp / "tiny"
 
 
 def test_init_model_writes_the_released_layout_with_tokenizer(tiny_ckpt):

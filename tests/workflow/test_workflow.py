@@ -56,7 +56,8 @@ def test_lint_is_clean():
 def test_dry_run_default_config(tmp_path):
     counts = jobs(in_tmp(tmp_path, REPO / "config.yaml", "-n", "all"))
     assert counts == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4,
-                      "export_original": 4, "init_model": 1, "all": 1}
+                      "export_original": 4, "init_model": 1, "make_shot2story": 1, "s2s_index": 1, "s2s_clip": 1,
+                      "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "all": 1}
 
 
 def test_dry_run_paper_config(tmp_path):
@@ -66,9 +67,11 @@ def test_dry_run_paper_config(tmp_path):
             path = tmp_path / "resources/SlimPajama-627B/train" / f"chunk{c}" / f"example_train_{c * 100 + i * 3}.jsonl.zst"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(chunk)
+    (tmp_path / "resources/Shot2Story/annotations").mkdir(parents=True)
     proc = in_tmp(tmp_path, REPO / "workflow/configs/paper.yaml", "-n", "all")
-    # 21 files / 8 per batch = 3 batches, x 4 contexts; no corpus is made, nothing exported
-    assert jobs(proc) == {"resolve_config": 1, "pack_batch": 12, "pack_shards": 4, "all": 1}
+    # 21 files / 8 per batch = 3 batches, x 4 contexts; no corpus is made, nothing exported; real Shot2Story
+    assert jobs(proc) == {"resolve_config": 1, "pack_batch": 12, "pack_shards": 4, "s2s_index": 1, "s2s_clip": 1,
+                          "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "all": 1}
     assert "results/pack_shards/1M" in proc.stdout
 
 
@@ -77,6 +80,11 @@ def test_dry_run_with_a_missing_corpus_names_the_fix(tmp_path):
                      str(REPO / "workflow/configs/paper.yaml"), "-n", "all", check=False)
     assert proc.returncode != 0
     assert "slimpajama.root 'resources/SlimPajama-627B' is not a folder" in proc.stdout + proc.stderr
+    (tmp_path / "resources/SlimPajama-627B/train/chunk1").mkdir(parents=True)
+    (tmp_path / "resources/SlimPajama-627B/train/chunk1/example_train_0.jsonl.zst").write_bytes(b"")
+    proc = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                     str(REPO / "workflow/configs/paper.yaml"), "-n", "all", check=False)
+    assert proc.returncode != 0 and "shot2story.root 'resources/Shot2Story' is not a folder" in proc.stdout
 
 
 def test_tiny_run_end_to_end_and_rerun_one_rule(tmp_path):
@@ -94,6 +102,10 @@ def test_tiny_run_end_to_end_and_rerun_one_rule(tmp_path):
     assert (tmp_path / "logs/pack_batch/256/b0001.log").read_text().count("tok/s") >= 1
     assert (tmp_path / "benchmarks/pack_batch/256/b0001.tsv").is_file()
     before = {p: p.read_bytes() for p in (results / "pack_shards").rglob("*.parquet")}
+    s2s = json.loads((results / "s2s_assemble/manifest.json").read_text())
+    assert s2s["out"] > 0 and set(s2s["splits"]) == {"train", "val"} and (results / "s2s_assemble/report.md").is_file()
+    vila = json.loads((results / "s2s_assemble/vila_train.json").read_text())
+    assert vila[0]["conversations"][0]["value"].startswith("<video>\n")
 
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "all"))
     rerun = in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "-R", "pack_shards", "--", "all")

@@ -16,6 +16,9 @@ CFG = load_config(config)  # the dataclass checks: value errors name the key and
 
 MADE_CORPUS = "results/make_corpus"
 CORPUS_ROOT, CORPUS_NAMES = corpus_files(CFG, MADE_CORPUS)
+if CFG.shot2story.root is not None and not Path(CFG.shot2story.root).is_dir():
+    raise ValueError(f"shot2story.root {CFG.shot2story.root!r} is not a folder; point it at a Shot2Story copy "
+                     "(annotations/, videos/, shots/) or set it to null to use the offline set")
 BATCHES = batch_names(CORPUS_NAMES, CFG.slimpajama.files_per_batch)
 BATCH_IDS = [f"b{i:04d}" for i in range(len(BATCHES))]
 CONTEXTS = [c.name for c in CFG.pack.contexts]
@@ -62,4 +65,28 @@ def final_targets():
         targets.append(f"{MADE_CORPUS}/manifest.json")
     if CFG.model.checkpoint is None:
         targets.append(f"results/init_model/{CFG.model.size}")
+    targets.append("results/s2s_assemble")
     return targets
+
+
+def s2s_root():
+    """The Shot2Story folder: shot2story.root, or the offline set that rule make_shot2story writes."""
+    return CFG.shot2story.root or "results/make_shot2story"
+
+
+def s2s_caption_model_arg():
+    """--model for backend longvila: caption.model_dir, else the init_model checkpoint; empty otherwise."""
+    cap = CFG.shot2story.caption
+    if cap.backend != "longvila":
+        return ""
+    model_dir = cap.model_dir or f"results/init_model/{CFG.model.size}"
+    return f"--model {model_dir}"
+
+
+def s2s_caption_inputs(wildcards):
+    inputs = {"config": "results/resolve_config/config.yaml", "index": "results/s2s_index",
+              "clips": "results/s2s_clip"}
+    cap = CFG.shot2story.caption
+    if cap.backend == "longvila" and cap.model_dir is None:
+        inputs["model"] = f"results/init_model/{CFG.model.size}"
+    return inputs

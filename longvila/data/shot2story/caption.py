@@ -1,0 +1,173 @@
+"""Caption every clip through a pluggable backend, resumably -> `captions.parquet`.
+
+Backends:
+  annotation  Shot2Story's own caption of the shot each clip is aligned to (no model; clips without a shot
+              alignment are rejected as no_shot_alignment);
+  longvila    our model (released-layout checkpoint): `frames_per_clip` frames sampled uniformly in the clip,
+              encoded in batches of clips, greedy caption;
+  openai      an OpenAI-compatible chat endpoint with image input (frames as PNG data URLs).
+Model captions are cached in a JSON-lines file keyed by a hash of (clip, video file, backend, model,
+prompt, frames, length): each caption is appended and flushed as soon as it exists, so a killed run resumes
+where it stopped and a rerun repeats no work. Endpoint failures after retries are rejected as
+endpoint_error and not cached (a rerun tries again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from longvila.data.shot2story.common import Rejects
+from longvila.utils.logging import get_logger
+
+PROMPTS = Path(__file__).parent / "prompts"
+CAPTIONS_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("video_id", pa.string()), ("clip_index", pa.int64()), ("start_time", pa.float64()),
+    ("end_time", pa.float64()), ("caption", pa.string()), ("backend", pa.string()), ("model", pa.string()),
+])
+
+
+def read_prompt(name: str) -> str:
+    path = Path(name) if Path(name).is_file() else PROMPTS / name
+    if not path.is_file():
+        raise ValueError(f"prompt file {name!r} not found (looked in {PROMPTS}); name a file there or give a path")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def clip_frame_indices(start: int, end: int, n: int) -> list[int]:
+    """n frame indices spread uniformly over [start, end) (round(linspace), as for whole videos)."""
+    return [int(round(x)) for x in np.linspace(start, max(start, end - 1), n)]
+
+
+class CaptionCache:
+    """Append-only JSON-lines cache: key -> caption. A torn last line (killed writer) is ignored."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.entries: dict[str, str] = {}
+        self.torn = 0
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    item = json.loads(line)
+                    self.entries[item["key"]] = item["caption"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    self.torn += 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def get(self, key: str) -> str | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, clip_id: str, caption: str) -> None:
+        self.entries[key] = caption
+        self._file.write(json.dumps({"key": key, "clip_id": clip_id, "caption": caption}, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def cache_key(clip: dict, video_file: Path, backend: str, model: str, prompt: str, frames: int, tokens: int) -> str:
+    stat = video_file.stat()
+    ident = [clip["clip_id"], str(video_file), stat.st_size, int(stat.st_mtime), clip["start_frame"],
+             clip["end_frame"], backend, model, prompt, frames, tokens]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+class LongVILACaptioner:
+    def __init__(self, model_dir: str, cfg) -> None:
+        from longvila.model.inference import load_for_inference
+
+        self.model, self.tokenizer = load_for_inference(model_dir)
+        self.cfg = cfg
+
+    def caption_batch(self, items: list[tuple[dict, np.ndarray]], prompt: str) -> list[str]:
+        from longvila.model.inference import answer_frames
+
+        return answer_frames(self.model, self.tokenizer, prompt, [f for _, f in items], self.cfg.max_new_tokens)
+
+
+class OpenAICaptioner:
+    def __init__(self, cfg) -> None:
+        from longvila.data.shot2story.endpoint import ChatClient
+
+        self.client, self.cfg = ChatClient(cfg.endpoint), cfg
+
+    def caption_batch(self, items: list[tuple[dict, np.ndarray]], prompt: str) -> list[str]:
+        from longvila.data.shot2story.endpoint import user_message
+
+        return [self.client.complete([user_message(prompt, list(f))], self.cfg.max_new_tokens)[0].strip()
+                for _, f in items]
+
+
+def caption_clips(clips: list[dict], videos: dict[str, dict], root: Path, cfg, cache_path: Path,
+                  rejects: Rejects, model_dir: str | None = None, progress: bool = False) -> list[dict]:
+    """captions.parquet rows for `clips` (see the module docstring)."""
+    from longvila.data.shot2story.endpoint import EndpointError
+    from longvila.data.video import read_frames
+
+    rows = []
+    if cfg.backend == "annotation":
+        for clip in clips:
+            video = videos[clip["video_id"]]
+            if clip["shot_index"] < 0:
+                rejects.add("no_shot_alignment", "clip has no annotated shot (shot spans unknown)",
+                            clip_id=clip["clip_id"])
+                continue
+            rows.append(_row(clip, video["captions"][clip["shot_index"]], "annotation", "shot2story"))
+        return rows
+    prompt = read_prompt(cfg.prompt_file)
+    name = str(model_dir) if cfg.backend == "longvila" else cfg.endpoint.model
+    cache = CaptionCache(cache_path)
+    if cache.torn:
+        get_logger().warning(f"caption cache {cache_path}: ignored {cache.torn} torn line(s) of a killed run")
+    todo, hits = [], 0
+    for clip in clips:
+        key = cache_key(clip, root / clip["path"], cfg.backend, name, prompt, cfg.frames_per_clip,
+                        cfg.max_new_tokens)
+        if cache.get(key) is not None:
+            hits += 1
+        else:
+            todo.append((clip, key))
+    get_logger().info(f"caption: {len(clips)} clips, {hits} cached, {len(todo)} to caption with {cfg.backend}")
+    captioner = None
+    if todo:                                  # load the model (or open the client) only when there is work
+        captioner = LongVILACaptioner(model_dir, cfg) if cfg.backend == "longvila" else OpenAICaptioner(cfg)
+    try:
+        for start in tqdm(range(0, len(todo), cfg.batch), desc=f"caption ({cfg.backend})", unit="batch",
+                          disable=not progress):
+            batch = []
+            for clip, key in todo[start:start + cfg.batch]:
+                idx = clip_frame_indices(clip["start_frame"], clip["end_frame"], cfg.frames_per_clip)
+                try:
+                    batch.append(((clip, key), read_frames(root / clip["path"], idx)))
+                except ValueError as e:
+                    rejects.add("unreadable_clip", str(e), clip_id=clip["clip_id"])
+            try:
+                captions = captioner.caption_batch(batch, prompt)
+            except EndpointError as e:
+                for (clip, _), _ in batch:
+                    rejects.add("endpoint_error", str(e), clip_id=clip["clip_id"])
+                continue
+            for ((clip, key), _), text in zip(batch, captions):
+                cache.put(key, clip["clip_id"], text)
+    finally:
+        cache.close()
+    for clip in clips:
+        key = cache_key(clip, root / clip["path"], cfg.backend, name, prompt, cfg.frames_per_clip,
+                        cfg.max_new_tokens)
+        if cache.get(key) is not None:
+            rows.append(_row(clip, cache.get(key), cfg.backend, name))
+    return rows
+
+
+def _row(clip: dict, caption: str, backend: str, model: str) -> dict:
+    return {"clip_id": clip["clip_id"], "video_id": clip["video_id"], "clip_index": clip["clip_index"],
+            "start_time": clip["start_time"], "end_time": clip["end_time"], "caption": caption,
+            "backend": backend, "model": model}

@@ -1,0 +1,50 @@
+"""Rule `s2s_caption`: caption every clip (annotation | longvila | openai backend) -> captions.parquet.
+
+Model captions are cached (JSON lines, one per clip, flushed as written) under --cache, outside the output
+folder, so a killed run resumes where it stopped and reruns repeat no work.
+
+    python -m pipeline.s2s_caption --config results/resolve_config/config.yaml --index results/s2s_index \
+        --clips results/s2s_clip --cache results/cache/s2s_caption --out results/s2s_caption
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from longvila.data.shot2story.caption import CAPTIONS_SCHEMA, caption_clips
+from longvila.data.shot2story.common import Rejects, read_rows, write_parquet
+from longvila.utils.io import atomic_dir
+from pipeline._s2s import finish
+from pipeline._stage import load, run_stage, stage_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--index", required=True, help="the s2s_index folder")
+    parser.add_argument("--clips", required=True, help="the s2s_clip folder")
+    parser.add_argument("--cache", required=True, help="cache folder (kept between runs)")
+    parser.add_argument("--model", help="checkpoint for backend 'longvila' (default: shot2story.caption.model_dir)")
+    parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        cfg = load(args)
+        c = cfg.shot2story.caption
+        index = Path(args.index)
+        root = Path(json.loads((index / "manifest.json").read_text())["root"])
+        videos = {v["video_id"]: v for v in read_rows(index / "videos.parquet")}
+        clips = read_rows(Path(args.clips) / "clips.parquet")
+        model_dir = args.model or c.model_dir or f"results/init_model/{cfg.model.size}"
+        rejects = Rejects("s2s_caption", strict=cfg.shot2story.strict)
+        rows = caption_clips(clips, videos, root, c, Path(args.cache) / f"{c.backend}.jsonl", rejects,
+                             model_dir=model_dir, progress=True)
+        with atomic_dir(args.out) as tmp:
+            write_parquet(tmp / "captions.parquet", rows, CAPTIONS_SCHEMA)
+            finish(tmp, "s2s_caption", cfg, len(clips), len(rows), rejects, backend=c.backend)
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Rule `s2s_clip`: cut every indexed video into clips (shot spans or fixed windows) -> clips.parquet.
+
+    python -m pipeline.s2s_clip --config results/resolve_config/config.yaml --index results/s2s_index \
+        --out results/s2s_clip
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from longvila.data.shot2story.clips import CLIPS_SCHEMA, clips_for_video
+from longvila.data.shot2story.common import Rejects, read_rows, write_parquet
+from longvila.utils.io import atomic_dir
+from pipeline._s2s import finish
+from pipeline._stage import load, run_stage, stage_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--index", required=True, help="the s2s_index folder")
+    parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        cfg = load(args)
+        c = cfg.shot2story.clip
+        videos = read_rows(Path(args.index) / "videos.parquet")
+        rows, modes = [], Counter()
+        for v in videos:
+            clips = clips_for_video(v, c.mode, c.window_seconds, c.min_seconds)
+            modes.update(x["mode"] for x in clips[:1])
+            rows += clips
+        with atomic_dir(args.out) as tmp:
+            write_parquet(tmp / "clips.parquet", rows, CLIPS_SCHEMA)
+            finish(tmp, "s2s_clip", cfg, len(videos), len(videos), Rejects("s2s_clip"), clips=len(rows),
+                   videos_by_mode=dict(modes))
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
