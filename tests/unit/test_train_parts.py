@@ -61,3 +61,21 @@ def test_sampler_resumes_mid_epoch_exactly():
         SPSampler(8, seed=1).load_state_dict(state)
     with pytest.raises(ValueError, match="cannot feed 4 data-parallel replicas"):
         SPSampler(3, dp_degree=4)
+
+
+def test_rope_base_is_raised_and_saved(tmp_path):
+    import json
+
+    from longvila.model import LongVILAForCausalLM
+    from longvila.train.rope import inv_freq, set_rope_base
+
+    model = LongVILAForCausalLM(build_config("tiny"))
+    set_rope_base(model, 207_112_184, 262_144)
+    d = model.llm.config.hidden_size // model.llm.config.num_attention_heads
+    want = 1.0 / (207_112_184 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    torch.testing.assert_close(inv_freq(model).double(), want, rtol=1e-6, atol=0)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "llm/config.json").read_text())
+    assert saved["rope_theta"] == 207_112_184 and saved["max_position_embeddings"] == 262_144
+    with pytest.raises(ValueError, match="must be positive"):
+        set_rope_base(model, 0, 10)
