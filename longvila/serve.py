@@ -43,6 +43,8 @@ def parse_messages(messages) -> tuple[str, list[np.ndarray]]:
             continue
         content = m.get("content")
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise ValueError("message content must be a string or a list of {type, ...} parts")
         for p in parts:
             if p.get("type") == "text":
                 texts.append(str(p.get("text", "")))
@@ -94,16 +96,28 @@ def make_handler(generator: Generator, model_name: str):
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self._send(411, {"error": {"message": "send a JSON body with a valid Content-Length"}})
+                return
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                body = json.loads(self.rfile.read(int(length)))
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
                 prompt, images = parse_messages(body.get("messages"))
                 max_tokens = int(body.get("max_tokens") or 64)
                 if max_tokens < 1:
                     raise ValueError("max_tokens must be >= 1")
-            except (ValueError, TypeError, json.JSONDecodeError) as e:
-                self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
+                if len({im.shape for im in images}) > 1:
+                    raise ValueError("all images of one request must have the same size (they are video frames)")
+            except (ValueError, TypeError, AttributeError, OSError, json.JSONDecodeError) as e:
+                self._send(400, {"error": {"message": f"{type(e).__name__}: {e}", "type": "invalid_request_error"}})
                 return
-            text = generator.reply(prompt, images, max_tokens)
+            try:
+                text = generator.reply(prompt, images, max_tokens)
+            except Exception as e:  # noqa: BLE001 - the client must get an answer, not a dropped connection
+                self._send(500, {"error": {"message": f"generation failed: {type(e).__name__}: {e}"}})
+                return
             self._send(200, {"id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion",
                              "created": int(time.time()), "model": model_name,
                              "choices": [{"index": 0, "message": {"role": "assistant", "content": text},

@@ -26,15 +26,21 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args)
         c = cfg.shot2story.clip
         videos = read_rows(Path(args.index) / "videos.parquet")
-        rows, modes = [], Counter()
+        rows, modes, empty_shots = [], Counter(), 0
+        rejects = Rejects("s2s_clip", strict=cfg.shot2story.strict)
         for v in videos:
             clips = clips_for_video(v, c.mode, c.window_seconds, c.min_seconds)
-            modes.update(x["mode"] for x in clips[:1])
+            if not clips:
+                rejects.add("no_clips", "no frame span to cut", video_id=v["video_id"])
+                continue
+            modes[clips[0]["mode"]] += 1
+            if clips[0]["mode"] == "shots":
+                empty_shots += v["shots"] - len(clips)
             rows += clips
         with atomic_dir(args.out) as tmp:
             write_parquet(tmp / "clips.parquet", rows, CLIPS_SCHEMA)
-            finish(tmp, "s2s_clip", cfg, len(videos), len(videos), Rejects("s2s_clip"), clips=len(rows),
-                   videos_by_mode=dict(modes))
+            finish(tmp, "s2s_clip", cfg, len(videos), len(videos) - rejects.total, rejects, clips=len(rows),
+                   videos_by_mode=dict(modes), empty_shots_dropped=empty_shots)
 
     return run_stage(body)
 

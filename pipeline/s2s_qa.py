@@ -8,7 +8,7 @@ The LLM backends' raw output is kept (qa_raw.jsonl); unusable output is repaired
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from longvila.data.shot2story.caption import read_prompt
@@ -37,12 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         template = read_prompt(q.prompt_file) if q.backend != "template" else ""
         version = Path(q.prompt_file).stem if q.backend != "template" else "rules-v1"
         rejects = Rejects("s2s_qa", strict=cfg.shot2story.strict)
-        rows, raw = generate_qa(videos, by_video, q, rejects, template, version, progress=True)
+        pair_rejects = Counter()
+        rows, raw = generate_qa(videos, by_video, q, rejects, template, version, progress=True,
+                                pair_rejects=pair_rejects)
         with atomic_dir(args.out) as tmp:
             write_parquet(tmp / "qa.parquet", rows, QA_SCHEMA)
             write_jsonl(tmp / "qa_raw.jsonl", raw)
             finish(tmp, "s2s_qa", cfg, len(videos), len({r["video_id"] for r in rows}), rejects, qa_pairs=len(rows),
-                   backend=q.backend, prompt_version=version)
+                   pairs_rejected=dict(pair_rejects), backend=q.backend, prompt_version=version)
 
     return run_stage(body)
 

@@ -39,7 +39,8 @@ class VilaVideoDataset:
         if not isinstance(rec, dict) or not isinstance(rec.get("video"), str):
             raise ValueError(f"{where}: needs a 'video' path (relative to media_dir)")
         conv = rec.get("conversations")
-        if not isinstance(conv, list) or len(conv) < 2 or conv[0].get("from") != "human":
+        if not isinstance(conv, list) or len(conv) < 2 or not all(isinstance(t, dict) for t in conv) \
+                or conv[0].get("from") != "human":
             raise ValueError(f"{where}: 'conversations' must be a list of turns starting with 'human'")
         if not all(t.get("from") in ("human", "gpt") and isinstance(t.get("value"), str) for t in conv):
             raise ValueError(f"{where}: every turn needs 'from' (human|gpt) and a string 'value'")

@@ -53,7 +53,7 @@ def test_synthetic_records_have_the_real_schema_and_true_captions(dataset):
     (lambda r: r.update(id=True), "field 'id' must be int"),
     (lambda r: r.update(captions=r["captions"][:-1]), "'captions' must hold one string per shot"),
     (lambda r: r.update(video_names=[]), "video_names must be a non-empty list"),
-    (lambda r: r.update(ASR=[1] * len(r["video_names"])), "'ASR' must hold one string per shot"),
+    (lambda r: r.update(ASR=[1] * len(r["video_names"])), "'ASR' must hold strings only"),
 ])
 def test_schema_validation_names_the_problem(dataset, change, problem):
     rec = _records(dataset)[0]
@@ -120,10 +120,15 @@ def test_caption_cache_resumes_and_ignores_a_torn_line(tmp_path):
         f.write('{"key": "k2", "clip_id": "a#1", "capt')                        # a killed writer
     again = CaptionCache(tmp_path / "c.jsonl")
     assert again.get("k1") == "a red circle" and again.get("k2") is None and again.torn == 1
+    again.put("k3", "a#2", "two squares")                                   # not glued onto the torn line
     again.close()
+    third = CaptionCache(tmp_path / "c.jsonl")
+    assert third.get("k3") == "two squares" and third.torn == 1
+    third.close()
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x")
     clip = {"clip_id": "a#0", "start_frame": 0, "end_frame": 4}
+    clip["path"] = "v.mp4"
     keys = {cache_key(clip, video, "openai", m, p, 4, 32) for m in ("m1", "m2") for p in ("p1", "p2")}
     assert len(keys) == 4                                                        # model and prompt change the key
 
@@ -160,18 +165,47 @@ def test_template_qa_is_deterministic_and_grounded():
     assert len(rows) == 5 and raw == [] and {r["backend"] for r in rows} == {"template"}
 
 
-@pytest.mark.parametrize("text, n, reason", [
-    ('```json\n[{"type": "summary", "question": "Q?", "answer": "A."},]\n```', 1, None),
-    ('Sure! Here you go: {"type": "Temporal order", "question": "Q?", "answer": "A."} Hope it helps', 1, None),
-    ('no json here', 0, "no_json"),
-    ('[{"type": "summary", "question": "Q?"}]', 0, "missing_fields"),
-    ('[{"type": "trivia", "question": "Q?", "answer": "A."}]', 0, "unknown_type"),
-    ('[]', 0, "empty"),
-    ('"just a string"', 0, "no_json"),
+@pytest.mark.parametrize("text, n, reasons", [
+    ('```json\n[{"type": "summary", "question": "Q?", "answer": "A."},]\n```', 1, []),
+    ('Sure! Here you go: {"type": "Temporal order", "question": "Q?", "answer": "A."} Hope it helps', 1, []),
+    ('no json here', 0, ["no_json"]),
+    ('[{"type": "summary", "question": "Q?"}]', 0, ["missing_fields"]),
+    ('[{"type": "trivia", "question": "Q?", "answer": "A."}]', 0, ["unknown_type"]),
+    ('[]', 0, ["empty"]),
+    ('"just a string"', 0, ["no_json"]),
+    ('[{"type": "summary", "question": "Q?", "answer": "A."}, {"type": "bogus", "question": "x", "answer": "y"},'
+     ' {"question": "x"}]', 1, ["unknown_type", "missing_fields"]),              # partial: every item counted
 ])
-def test_llm_output_is_repaired_or_rejected_with_a_reason(text, n, reason):
+def test_llm_output_is_repaired_or_rejected_with_a_reason(text, n, reasons):
     pairs, why = parse_qa(text, list(QA_TYPES))
-    assert len(pairs) == n and why == reason
+    assert len(pairs) == n and why == reasons
+
+
+def test_template_backend_counts_videos_without_any_pair():
+    one_scene = [{"video_id": "f:1", "clip_index": 0, "start_time": 0.0, "end_time": 5.0, "caption": "A."}]
+    rejects = Rejects("qa")
+    rows, _ = generate_qa([{"video_id": "f:1"}], {"f:1": one_scene}, QAConfig(types=["temporal_order"]), rejects)
+    assert rows == [] and dict(rejects.counts) == {"no_pairs": 1}
+
+
+def test_zero_length_and_overlong_shots_keep_the_caption_alignment():
+    video = {"video_id": "f:1", "path": "v.mp4", "fps": 1.0, "frames": 100, "shot_starts": [0, 0, 50, 100],
+             "shot_ends": [0, 50, 101, 110]}
+    clips = clips_for_video(video, "shots", 10.0, 2.0)
+    assert [(c["start_frame"], c["end_frame"], c["shot_index"]) for c in clips] == [(0, 50, 1), (50, 100, 2)]
+
+
+def test_records_sharing_a_video_file_never_straddle_the_split():
+    videos = {f"a:{i}": {"path": f"videos/v{i % 3}.mp4", "duration": 9.0} for i in range(9)}   # 3 files, 9 ids
+    qa = [{"qa_id": f"{v}/summary/0", "video_id": v, "question_type": "summary", "question": "Q", "answer": "A",
+           "backend": "template"} for v in videos]
+    for seed in range(6):
+        rows = sft_rows(qa, videos, "annotation", 16, 0.4, seed)
+        by_file = {}
+        for r in rows:
+            by_file.setdefault(r["video"], set()).add(r["split"])
+        assert all(len(s) == 1 for s in by_file.values()) and len(by_file) == 3
+    assert set(split_videos(["only"], 0.9, 0).values()) == {"train"}
 
 
 def test_split_is_by_video_without_leakage():

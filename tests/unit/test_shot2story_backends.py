@@ -19,7 +19,7 @@ from longvila.data.shot2story.assemble import sft_rows, write_vila_json
 from longvila.data.shot2story.caption import caption_clips, read_prompt
 from longvila.data.shot2story.clips import clips_for_video
 from longvila.data.shot2story.common import Rejects
-from longvila.data.shot2story.endpoint import ChatClient, EndpointError, user_message
+from longvila.data.shot2story.endpoint import ChatClient, EndpointConfigError, EndpointError, user_message
 from longvila.data.shot2story.index import build_index, load_annotations
 from longvila.data.shot2story.qa import generate_qa, template_qa
 from longvila.data.shot2story.synth import build_synthetic
@@ -109,16 +109,43 @@ def test_client_retries_429_and_5xx_then_gives_up_on_garbage(flaky):
     with pytest.raises(EndpointError, match="gave up after 3 attempts; last: malformed response"):
         ChatClient(_endpoint(flaky, retries=2)).complete([user_message("hi")], 4)
     _Flaky.plan = [(401, "bad key")]
-    with pytest.raises(EndpointError, match="HTTP 401 .*bad key"):
+    with pytest.raises(EndpointConfigError, match="HTTP 401 .*bad key.*OPENAI_API_KEY"):
         ChatClient(_endpoint(flaky, retries=5)).complete([user_message("hi")], 4)
+    _Flaky.plan = [(200, json.dumps({"choices": [{"message": {"content": [{"type": "text", "text": "pa"},
+                                                                          {"type": "text", "text": "rts"}]}}]}))]
+    assert ChatClient(_endpoint(flaky)).complete([user_message("hi")], 4)[0] == "parts"
 
 
-def test_endpoint_failures_become_counted_rejections(env, flaky, tmp_path):
-    _Flaky.plan = [(500, "down")]
-    cfg = CaptionConfig(backend="openai", frames_per_clip=1, endpoint=_endpoint(flaky, retries=1))
+def test_endpoint_failures_are_counted_per_clip_and_successes_kept(env, flaky, tmp_path):
+    ok = json.dumps({"choices": [{"message": {"content": "a caption"}}]})
+    _Flaky.plan = [(200, ok), (400, "too big"), (200, ok), (400, "too big")]
+    cfg = CaptionConfig(backend="openai", frames_per_clip=1, batch=4, endpoint=_endpoint(flaky, retries=0))
     rejects = Rejects("c")
-    rows = caption_clips(env["clips"][:2], env["videos"], env["root"], cfg, tmp_path / "c.jsonl", rejects)
-    assert rows == [] and dict(rejects.counts) == {"endpoint_error": 2}
+    rows = caption_clips(env["clips"][:4], env["videos"], env["root"], cfg, tmp_path / "c.jsonl", rejects)
+    assert len(rows) == 2 and dict(rejects.counts) == {"endpoint_error": 2}
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 2       # the paid-for captions are cached
+
+
+def test_the_server_answers_bad_requests_with_400_not_a_dropped_connection(env):
+    import urllib.error
+    import urllib.request
+
+    def post(body: bytes):
+        req = urllib.request.Request(env["url"] + "/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    for body in (b"[]", b"null", b"{not json", json.dumps({"messages": [{"role": "user", "content": [1]}]}).encode(),
+                 json.dumps({"messages": [{"role": "user", "content": [
+                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}).encode()):
+        code, answer = post(body)
+        assert code == 400 and answer["error"]["message"], body
+    code, answer = post(json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode())
+    assert code == 200 and isinstance(answer["choices"][0]["message"]["content"], str)
 
 
 def test_transformers_qa_backend_on_a_local_causal_lm(env):
@@ -135,7 +162,7 @@ def test_longvila_captioner_batches_clips(env, tmp_path):
     clips = env["clips"][:3]
     rows = caption_clips(clips, env["videos"], env["root"], cfg, tmp_path / "c.jsonl", Rejects("c"),
                          model_dir=str(env["ckpt"]))
-    assert len(rows) == 3 and {r["model"] for r in rows} == {str(env["ckpt"])}
+    assert len(rows) == 3 and {r["model"].split("@")[0] for r in rows} == {str(env["ckpt"])}
 
 
 def test_a_killed_captioning_run_resumes_without_repeating_work(env, tmp_path):

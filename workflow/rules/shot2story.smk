@@ -62,6 +62,7 @@ rule s2s_caption:
     params:
         cache="results/cache/s2s_caption",
         model=s2s_caption_model_arg(),
+        backend=CFG.shot2story.caption.backend,
     log:
         "logs/s2s_caption/s2s_caption.log",
     benchmark:
@@ -69,7 +70,7 @@ rule s2s_caption:
     conda:
         env("train")
     message:
-        "Caption every clip ({params.model})"
+        "Caption every clip (backend {params.backend})"
     shell:
         "python -m pipeline.s2s_caption --config {input.config} --index {input.index} --clips {input.clips}"
         " --cache {params.cache} {params.model} --out {output} > {log} 2>&1"

@@ -1,7 +1,8 @@
 """Assemble the SFT data: `sft.parquet`, VILA-format JSON per split, and a Markdown report with thumbnails.
 
-Split by VIDEO, so no video has QA in both splits: videos are ordered by a hash of (seed, video id) and the
-first round(val_fraction x videos) go to val (at least one when there are two or more videos). Each SFT
+Split by VIDEO FILE (records of several annotation files may share one), so no video has QA in both
+splits: video files are ordered by a hash of (seed, path) and the first round(val_fraction x videos) go to
+val — at least one and at most all but one when there are two or more videos; a single video trains. Each SFT
 row: id, video (path relative to the dataset root), duration, num_frames hint, question type, split, the
 backends that made it, and conversations [{from: human, value: "<video>\\n" + question}, {from: gpt,
 value: answer}]. The VILA JSON (`vila_{train,val}.json`) is a list of {"id", "video", "conversations"}, what
@@ -32,17 +33,19 @@ def split_videos(video_ids, val_fraction: float, seed: int) -> dict[str, str]:
     n_val = round(val_fraction * len(ids))
     if val_fraction > 0 and len(ids) >= 2:
         n_val = min(max(n_val, 1), len(ids) - 1)
+    elif len(ids) < 2:
+        n_val = 0                                       # one video: it trains
     return {v: ("val" if i < n_val else "train") for i, v in enumerate(ids)}
 
 
 def sft_rows(qa: list[dict], videos: dict[str, dict], caption_backend: str, num_frames: int,
              val_fraction: float, seed: int) -> list[dict]:
-    split = split_videos([q["video_id"] for q in qa], val_fraction, seed)
+    split = split_videos([videos[q["video_id"]]["path"] for q in qa], val_fraction, seed)
     rows = []
     for q in qa:
         v = videos[q["video_id"]]
         rows.append({"id": q["qa_id"], "video": v["path"], "duration": v["duration"], "num_frames": num_frames,
-                     "question_type": q["question_type"], "split": split[q["video_id"]],
+                     "question_type": q["question_type"], "split": split[v["path"]],
                      "qa_backend": q["backend"], "caption_backend": caption_backend,
                      "conversations": [{"from": "human", "value": "<video>\n" + q["question"]},
                                        {"from": "gpt", "value": q["answer"]}]})
@@ -66,12 +69,19 @@ def write_report(out: Path, counts: dict, samples: list[dict], root: Path, clips
     for step, c in counts.items():
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(c.get("rejected", {}).items())) or "—"
         lines.append(f"| {step} | {c.get('in', '')} | {c.get('out', '')} | {reasons} |")
-    lines += ["", "## Samples", ""]
+    lines += ["", f"Clips: {counts.get('s2s_clip', {}).get('clips', '?')}; captions: "
+                  f"{counts.get('s2s_caption', {}).get('out', '?')}; QA pairs: {counts.get('s2s_qa', {}).get('qa_pairs', '?')}"
+                  f" (pairs rejected: {counts.get('s2s_qa', {}).get('pairs_rejected', {}) or 'none'}). In/out count "
+                  "records for s2s_index, videos for s2s_clip and s2s_qa, clips for s2s_caption, QA pairs after.",
+              "", "## Samples", ""]
     (out / "thumbs").mkdir(exist_ok=True)
     for i, s in enumerate(samples):
         clips = clips_by_video.get(s["video_id"], [])[:8]
-        if clips:
+        try:
             frames = read_frames(root / s["video"], [(c["start_frame"] + c["end_frame"]) // 2 for c in clips])
+        except ValueError:
+            frames = None                                  # a thumbnail is not worth failing the step
+        if clips and frames is not None:
             Image.fromarray(frames.transpose(1, 0, 2, 3).reshape(frames.shape[1], -1, 3)).save(
                 out / "thumbs" / f"sample{i}.png")
             lines.append(f"![clips of {s['video']}](thumbs/sample{i}.png)")

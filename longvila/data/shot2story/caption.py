@@ -6,10 +6,11 @@ Backends:
   longvila    our model (released-layout checkpoint): `frames_per_clip` frames sampled uniformly in the clip,
               encoded in batches of clips, greedy caption;
   openai      an OpenAI-compatible chat endpoint with image input (frames as PNG data URLs).
-Model captions are cached in a JSON-lines file keyed by a hash of (clip, video file, backend, model,
-prompt, frames, length): each caption is appended and flushed as soon as it exists, so a killed run resumes
-where it stopped and a rerun repeats no work. Endpoint failures after retries are rejected as
-endpoint_error and not cached (a rerun tries again).
+Model captions are cached in a JSON-lines file keyed by a hash of (clip, video file, backend, model
+identity, prompt, frames, length): each caption is appended and flushed as soon as it exists (per clip for
+openai, per batch for longvila), so a killed run resumes where it stopped and a rerun repeats no work.
+Endpoint failures after retries are rejected per clip as endpoint_error and not cached (a rerun tries
+again); a wrong URL, key or model (HTTP 401/403/404) stops the step with an error instead.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ class CaptionCache:
                 except (json.JSONDecodeError, KeyError, TypeError):
                     self.torn += 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn_tail = self.path.is_file() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
         self._file = open(self.path, "a", encoding="utf-8")
+        if torn_tail:                          # end the torn line, or the next entry would be glued onto it
+            self._file.write("\n")
 
     def get(self, key: str) -> str | None:
         return self.entries.get(key)
@@ -74,42 +78,62 @@ class CaptionCache:
 
 
 def cache_key(clip: dict, video_file: Path, backend: str, model: str, prompt: str, frames: int, tokens: int) -> str:
-    stat = video_file.stat()
-    ident = [clip["clip_id"], str(video_file), stat.st_size, int(stat.st_mtime), clip["start_frame"],
-             clip["end_frame"], backend, model, prompt, frames, tokens]
+    """Hash of what determines a caption: the clip (id, video path relative to the data root, its size, frame
+    span), the backend, the model's identity (a fingerprint of the checkpoint's weights for longvila), the
+    prompt and the sampling settings. Moving the data folder keeps the cache valid."""
+    ident = [clip["clip_id"], clip["path"], video_file.stat().st_size, clip["start_frame"], clip["end_frame"],
+             backend, model, prompt, frames, tokens]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
 
 
+def model_fingerprint(model_dir: str | Path) -> str:
+    """The checkpoint folder plus the size and mtime of each weight file: a retrained model gets new keys."""
+    root = Path(model_dir)
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".safetensors", ".bin", ".json"))
+    if not files:
+        raise ValueError(f"caption model {root} has no weights; run rule init_model or set caption.model_dir")
+    ident = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return f"{root}@{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]}"
+
+
 class LongVILACaptioner:
+    """Our model: the frames of a batch of clips go through the vision tower together."""
+
     def __init__(self, model_dir: str, cfg) -> None:
         from longvila.model.inference import load_for_inference
 
         self.model, self.tokenizer = load_for_inference(model_dir)
         self.cfg = cfg
 
-    def caption_batch(self, items: list[tuple[dict, np.ndarray]], prompt: str) -> list[str]:
+    def caption_batch(self, items: list[tuple[object, np.ndarray]], prompt: str, done, failed) -> None:
         from longvila.model.inference import answer_frames
 
-        return answer_frames(self.model, self.tokenizer, prompt, [f for _, f in items], self.cfg.max_new_tokens)
+        texts = answer_frames(self.model, self.tokenizer, prompt, [f for _, f in items], self.cfg.max_new_tokens)
+        for (item, _), text in zip(items, texts, strict=True):
+            done(item, text)
 
 
 class OpenAICaptioner:
+    """An OpenAI-compatible endpoint, one request per clip; each caption is reported as soon as it returns."""
+
     def __init__(self, cfg) -> None:
         from longvila.data.shot2story.endpoint import ChatClient
 
         self.client, self.cfg = ChatClient(cfg.endpoint), cfg
 
-    def caption_batch(self, items: list[tuple[dict, np.ndarray]], prompt: str) -> list[str]:
-        from longvila.data.shot2story.endpoint import user_message
+    def caption_batch(self, items: list[tuple[object, np.ndarray]], prompt: str, done, failed) -> None:
+        from longvila.data.shot2story.endpoint import EndpointError, user_message
 
-        return [self.client.complete([user_message(prompt, list(f))], self.cfg.max_new_tokens)[0].strip()
-                for _, f in items]
+        for item, frames in items:
+            try:
+                done(item, self.client.complete([user_message(prompt, list(frames))], self.cfg.max_new_tokens)[0])
+            except EndpointError as e:          # counted per clip; a wrong URL/key/model raises instead
+                failed(item, e)
 
 
 def caption_clips(clips: list[dict], videos: dict[str, dict], root: Path, cfg, cache_path: Path,
                   rejects: Rejects, model_dir: str | None = None, progress: bool = False) -> list[dict]:
     """captions.parquet rows for `clips` (see the module docstring)."""
-    from longvila.data.shot2story.endpoint import EndpointError
     from longvila.data.video import read_frames
 
     rows = []
@@ -120,25 +144,42 @@ def caption_clips(clips: list[dict], videos: dict[str, dict], root: Path, cfg, c
                 rejects.add("no_shot_alignment", "clip has no annotated shot (shot spans unknown)",
                             clip_id=clip["clip_id"])
                 continue
-            rows.append(_row(clip, video["captions"][clip["shot_index"]], "annotation", "shot2story"))
+            text = video["captions"][clip["shot_index"]]
+            if not text.strip():
+                rejects.add("empty_caption", "the shot's annotated caption is empty", clip_id=clip["clip_id"])
+                continue
+            rows.append(_row(clip, text, "annotation", "shot2story"))
         return rows
     prompt = read_prompt(cfg.prompt_file)
-    name = str(model_dir) if cfg.backend == "longvila" else cfg.endpoint.model
+    name = model_fingerprint(model_dir) if cfg.backend == "longvila" else f"{cfg.endpoint.url}#{cfg.endpoint.model}"
     cache = CaptionCache(cache_path)
     if cache.torn:
         get_logger().warning(f"caption cache {cache_path}: ignored {cache.torn} torn line(s) of a killed run")
-    todo, hits = [], 0
+    keys, todo = {}, []
     for clip in clips:
-        key = cache_key(clip, root / clip["path"], cfg.backend, name, prompt, cfg.frames_per_clip,
-                        cfg.max_new_tokens)
-        if cache.get(key) is not None:
-            hits += 1
-        else:
+        video_file = root / clip["path"]
+        if not video_file.is_file():
+            rejects.add("missing_video", f"{video_file} disappeared after indexing", clip_id=clip["clip_id"])
+            continue
+        keys[clip["clip_id"]] = key = cache_key(clip, video_file, cfg.backend, name, prompt, cfg.frames_per_clip,
+                                                cfg.max_new_tokens)
+        if cache.get(key) is None:
             todo.append((clip, key))
-    get_logger().info(f"caption: {len(clips)} clips, {hits} cached, {len(todo)} to caption with {cfg.backend}")
+    get_logger().info(f"caption: {len(clips)} clips, {len(keys) - len(todo)} cached, {len(todo)} to caption "
+                      f"with {cfg.backend}")
     captioner = None
     if todo:                                  # load the model (or open the client) only when there is work
         captioner = LongVILACaptioner(model_dir, cfg) if cfg.backend == "longvila" else OpenAICaptioner(cfg)
+
+    def done(item, text):
+        if not isinstance(text, str):
+            rejects.add("bad_caption", f"caption is {type(text).__name__}, not text", clip_id=item[0]["clip_id"])
+        else:
+            cache.put(item[1], item[0]["clip_id"], text.strip())
+
+    def failed(item, error):
+        rejects.add("endpoint_error", str(error), clip_id=item[0]["clip_id"])
+
     try:
         for start in tqdm(range(0, len(todo), cfg.batch), desc=f"caption ({cfg.backend})", unit="batch",
                           disable=not progress):
@@ -149,20 +190,13 @@ def caption_clips(clips: list[dict], videos: dict[str, dict], root: Path, cfg, c
                     batch.append(((clip, key), read_frames(root / clip["path"], idx)))
                 except ValueError as e:
                     rejects.add("unreadable_clip", str(e), clip_id=clip["clip_id"])
-            try:
-                captions = captioner.caption_batch(batch, prompt)
-            except EndpointError as e:
-                for (clip, _), _ in batch:
-                    rejects.add("endpoint_error", str(e), clip_id=clip["clip_id"])
-                continue
-            for ((clip, key), _), text in zip(batch, captions):
-                cache.put(key, clip["clip_id"], text)
+            if batch:
+                captioner.caption_batch(batch, prompt, done, failed)
     finally:
         cache.close()
     for clip in clips:
-        key = cache_key(clip, root / clip["path"], cfg.backend, name, prompt, cfg.frames_per_clip,
-                        cfg.max_new_tokens)
-        if cache.get(key) is not None:
+        key = keys.get(clip["clip_id"])
+        if key is not None and cache.get(key) is not None:
             rows.append(_row(clip, cache.get(key), cfg.backend, name))
     return rows
 

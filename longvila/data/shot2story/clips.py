@@ -39,14 +39,16 @@ def clips_for_video(video: dict, mode: str, window_seconds: float, min_seconds: 
     """The clips of one videos.parquet row."""
     fps, starts, ends = video["fps"], video["shot_starts"], video["shot_ends"]
     if mode == "shots" and starts:
-        spans = [(s, e) for s, e in zip(starts, ends) if e > s]
+        frames = video["frames"]                        # clamp to the video; empty shots make no clip
+        spans = [(min(s, frames), min(e, frames), k) for k, (s, e) in enumerate(zip(starts, ends))]
+        spans = [x for x in spans if x[1] > x[0]]
         used = "shots"
     else:
-        spans = fixed_windows(video["frames"], fps, window_seconds, min_seconds)
+        spans = [(s, e, best_shot(s, e, starts, ends))
+                 for s, e in fixed_windows(video["frames"], fps, window_seconds, min_seconds)]
         used = "fixed"
     out = []
-    for i, (s, e) in enumerate(spans):
-        shot = starts.index(s) if used == "shots" else best_shot(s, e, starts, ends)
+    for i, (s, e, shot) in enumerate(spans):
         out.append({"clip_id": f"{video['video_id']}#{i}", "video_id": video["video_id"], "clip_index": i,
                     "path": video["path"], "start_frame": s, "end_frame": e, "start_time": s / fps,
                     "end_time": e / fps, "shot_index": shot, "mode": used})

@@ -9,6 +9,7 @@ model) are raised at once, with the server's message.
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -20,10 +21,25 @@ import urllib.request
 import numpy as np
 
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
+FATAL = {401, 403, 404}
+MAX_RETRY_AFTER = 60.0
 
 
 class EndpointError(RuntimeError):
-    """The endpoint failed after all retries (or with a non-retryable error)."""
+    """The endpoint failed after all retries (or with a non-retryable error) for this request."""
+
+
+class EndpointConfigError(ValueError):
+    """The endpoint refuses every request (wrong URL, key or model): fix the configuration."""
+
+
+def _content_text(content) -> str:
+    """The reply's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return "".join(str(p.get("text", "")) for p in content if p.get("type", "text") == "text")
+    raise TypeError(f"message content is {type(content).__name__}")
 
 
 def image_data_url(frame: np.ndarray) -> str:
@@ -73,22 +89,24 @@ class ChatClient:
             if attempt:
                 self.stats["retries"] += 1
                 time.sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, MAX_RETRY_AFTER)
             self._wait_turn()
             self.stats["requests"] += 1
             try:
                 raw = self._post(body)
-                return raw["choices"][0]["message"]["content"] or "", raw
+                return _content_text(raw["choices"][0]["message"]["content"] or ""), raw
             except urllib.error.HTTPError as e:
                 detail = e.read().decode("utf-8", "replace")[:300]
+                if e.code in FATAL:
+                    raise EndpointConfigError(f"HTTP {e.code} from {self.cfg.url}: {detail} (check "
+                                              f"endpoint.url, endpoint.model and ${self.cfg.api_key_env})") from e
                 if e.code not in RETRYABLE:
-                    raise EndpointError(f"HTTP {e.code} from {self.cfg.url}: {detail} (check url, model, "
-                                        f"{self.cfg.api_key_env})") from e
+                    raise EndpointError(f"HTTP {e.code} from {self.cfg.url}: {detail}") from e
                 retry_after = e.headers.get("Retry-After") if e.headers else None
                 if retry_after and retry_after.replace(".", "", 1).isdigit():
-                    delay = max(delay, float(retry_after))
+                    delay = min(max(delay, float(retry_after)), MAX_RETRY_AFTER)
                 last = f"HTTP {e.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
                 last = f"{type(e).__name__}: {e}"
             except (json.JSONDecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
                 last = f"malformed response: {type(e).__name__}: {e}"

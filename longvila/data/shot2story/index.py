@@ -61,8 +61,10 @@ def validate_record(rec) -> str | None:
         return "video_names must be a non-empty list of file names"
     for name in PER_SHOT:
         values = rec.get(name)
-        if values is not None and (len(values) != shots or not all(isinstance(v, str) for v in values)):
+        if values is not None and len(values) != shots:
             return f"'{name}' must hold one string per shot ({shots}), got {len(values)} items"
+        if values is not None and not all(isinstance(v, str) for v in values):
+            return f"'{name}' must hold strings only"
     return None
 
 
@@ -108,14 +110,14 @@ def build_index(records: list[dict], root: Path, video_dir: str, shot_dir: str, 
                 workers: int = 4, progress: bool = False) -> tuple[list[dict], Counter]:
     """videos.parquet rows for the records whose video is usable; notes (e.g. shot_spans_unknown) counted."""
     notes: Counter = Counter()
-    seen: set[int] = set()
+    seen: set[tuple[str, int]] = set()
     unique = []
-    for rec in records:
-        if rec["id"] in seen:
-            rejects.add("duplicate_id", f"id {rec['id']} appears again", file=rec["_file"], index=rec["_index"],
-                        id=rec["id"])
+    for rec in records:                      # ids are unique per annotation file (files may share videos)
+        if (rec["_file"], rec["id"]) in seen:
+            rejects.add("duplicate_id", f"id {rec['id']} appears again in {rec['_file']}", file=rec["_file"],
+                        index=rec["_index"], id=rec["id"])
             continue
-        seen.add(rec["id"])
+        seen.add((rec["_file"], rec["id"]))
         unique.append(rec)
 
     def probe_one(rec):

@@ -79,34 +79,37 @@ def build_prompt(template: str, video: dict, clips: list[dict], types: list[str]
     return template.format(captions=lines, summary=video.get("whole_caption") or "(none)", types=", ".join(types))
 
 
-def parse_qa(text: str, types: list[str]) -> tuple[list[dict], str | None]:
-    """(valid pairs, rejection reason or None) from an LLM's raw reply."""
+def parse_qa(text: str, types: list[str]) -> tuple[list[dict], list[str]]:
+    """(valid pairs, a rejection reason per unusable item) from an LLM's raw reply; a reply with no usable
+    pair at all has at least one reason."""
     body = re.sub(r"```(?:json)?", "", text or "").strip()
     start = min([i for i in (body.find("["), body.find("{")) if i >= 0], default=-1)
     if start < 0:
-        return [], "no_json"
+        return [], ["no_json"]
     end = max(body.rfind("]"), body.rfind("}"))
     candidate = re.sub(r",\s*([\]}])", r"\1", body[start:end + 1])          # trailing commas
     try:
         data = json.loads(candidate)
     except json.JSONDecodeError:
-        return [], "no_json"
+        return [], ["no_json"]
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        return [], "not_a_list"
-    pairs, reason = [], None
+        return [], ["not_a_list"]
+    pairs, reasons = [], []
     for item in data:
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k].strip()
                                                  for k in ("type", "question", "answer")):
-            reason = reason or "missing_fields"
+            reasons.append("missing_fields")
             continue
         kind = item["type"].strip().lower().replace(" ", "_").replace("-", "_")
         if kind not in QA_TYPES or kind not in types:
-            reason = reason or "unknown_type"
+            reasons.append("unknown_type")
             continue
         pairs.append({"type": kind, "question": item["question"].strip(), "answer": item["answer"].strip()})
-    return pairs, (reason or "empty") if not pairs else None
+    if not pairs and not reasons:
+        reasons.append("empty")
+    return pairs, reasons
 
 
 class TransformersLM:
@@ -137,12 +140,16 @@ class TransformersLM:
 
 
 def generate_qa(videos: list[dict], clips_by_video: dict[str, list[dict]], cfg, rejects: Rejects,
-                prompt_template: str = "", prompt_version: str = "", progress: bool = False):
-    """(qa rows, raw LLM outputs) for every video with captions."""
+                prompt_template: str = "", prompt_version: str = "", progress: bool = False, pair_rejects=None):
+    """(qa rows, raw LLM outputs) for every video with captions. A video without any usable pair is rejected
+    (`rejects`, by reason); unusable items next to usable ones are counted in `pair_rejects` (a Counter)."""
+    from collections import Counter
+
     from tqdm import tqdm
 
     from longvila.data.shot2story.endpoint import ChatClient, EndpointError, user_message
 
+    pair_rejects = pair_rejects if pair_rejects is not None else Counter()
     lm = TransformersLM(cfg.model_dir) if cfg.backend == "transformers" else None
     client = ChatClient(cfg.endpoint) if cfg.backend == "openai" else None
     model = {"template": "rules", "openai": cfg.endpoint.model, "transformers": lm.name if lm else ""}[cfg.backend]
@@ -154,6 +161,10 @@ def generate_qa(videos: list[dict], clips_by_video: dict[str, list[dict]], cfg, 
             continue
         if cfg.backend == "template":
             pairs = template_qa(video, clips, cfg.types, cfg.seed)
+            if not pairs:
+                rejects.add("no_pairs", f"no question of types {cfg.types} fits {len(clips)} clip(s)",
+                            video_id=video["video_id"])
+                continue
         else:
             prompt = build_prompt(prompt_template, video, clips, cfg.types)
             try:
@@ -162,11 +173,13 @@ def generate_qa(videos: list[dict], clips_by_video: dict[str, list[dict]], cfg, 
             except EndpointError as e:
                 rejects.add("endpoint_error", str(e), video_id=video["video_id"])
                 continue
-            pairs, reason = parse_qa(text, cfg.types)
-            raw.append({"video_id": video["video_id"], "prompt": prompt, "output": text, "rejected": reason})
-            if reason and not pairs:
-                rejects.add(reason, text[:200], video_id=video["video_id"])
+            pairs, reasons = parse_qa(text, cfg.types)
+            raw.append({"video_id": video["video_id"], "prompt": prompt, "output": text, "pairs": len(pairs),
+                        "rejected": reasons})
+            if not pairs:
+                rejects.add(reasons[0], text[:200], video_id=video["video_id"])
                 continue
+            pair_rejects.update(reasons)
         for k, p in enumerate(pairs):
             rows.append({"qa_id": f"{video['video_id']}/{p['type']}/{k}", "video_id": video["video_id"],
                          "question_type": p["type"], "question": p["question"], "answer": p["answer"],
