@@ -40,11 +40,12 @@ class TorchEngine:
                 p.grad = flat[at:at + g.numel()].view_as(g).clone()
                 at += g.numel()
         norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip else float("inf"))
+        lr = self.optimizer.param_groups[0]["lr"]            # the rate this step used
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"grad_norm": float(norm), "lr": self.optimizer.param_groups[0]["lr"]}
+        return {"grad_norm": float(norm), "lr": lr}
 
 
 def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims, layout: str = "zigzag"):

@@ -24,12 +24,14 @@ def _train(rank, world, ulysses, ring, dtype_name, steps=3):
     if world > 1:
         dims.build()
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(build_config("tiny").llm_config()).to(dtype)
+    cfg = build_config("tiny").llm_config()
+    cfg.vocab_size = 2048                                  # tiny shapes, small vocabulary: fast on 2 cores
+    model = Qwen2ForCausalLM(cfg).to(dtype)
     apply_lora(model, r=4, alpha=8)                       # stage 4 trains LoRA + norms + embeddings
     apply_sequence_parallel(model, dims, backend="math" if dtype == torch.float64 else "torch_cpu")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     engine = TorchEngine(model, dims, opt, grad_clip=1.0)
-    rows = torch.randint(0, 2000, (steps, 64), generator=torch.Generator().manual_seed(1))
+    rows = torch.randint(0, 2000, (1, 64), generator=torch.Generator().manual_seed(1)).repeat(steps, 1)
     losses = []
     for row in rows:
         loss, _ = lm_loss(model, row, dims)
@@ -44,4 +46,4 @@ def test_stage4_steps_under_2d_sp_match_one_process(dtype, tol):
     ref = _train(0, 1, 1, 1, dtype)
     for losses in run_distributed(_train, 4, 2, 2, dtype):
         assert max(abs(a - b) for a, b in zip(losses, ref)) < tol, (losses, ref)
-    assert ref[-1] < ref[0]                                # it learns (lr 1e-2 on a repeated distribution)
+    assert ref[-1] < ref[0]                                # it learns (one row, repeated, lr 1e-2)
