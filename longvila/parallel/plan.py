@@ -36,8 +36,13 @@ class VarlenCall:
     max_k: int
 
     def to(self, device) -> "VarlenCall":
-        return VarlenCall(self.causal, self.q_idx.to(device), self.k_idx.to(device),
-                          self.cu_q.to(device, torch.int32), self.cu_k.to(device, torch.int32), self.max_q, self.max_k)
+        """A copy on `device`; the slice-or-index decision is made here, on the CPU (no device sync later)."""
+        q_rows, k_rows = self.q_rows, self.k_rows
+        moved = VarlenCall(self.causal, self.q_idx.to(device), self.k_idx.to(device),
+                           self.cu_q.to(device, torch.int32), self.cu_k.to(device, torch.int32), self.max_q, self.max_k)
+        moved.q_idx.__dict__["_slice"] = q_rows if isinstance(q_rows, slice) else moved.q_idx
+        moved.k_idx.__dict__["_slice"] = k_rows if isinstance(k_rows, slice) else moved.k_idx
+        return moved
 
     @property
     def q_rows(self):
@@ -56,6 +61,11 @@ def _as_slice(idx: torch.Tensor):
         run = n > 0 and int(idx[-1]) - first == n - 1 and bool((idx[1:] - idx[:-1] == 1).all())
         idx.__dict__["_slice"] = slice(first, first + n) if run else idx
     return idx.__dict__["_slice"]
+
+
+def _covers(rows, n: int) -> bool:
+    """True when `rows` (a slice or an index tensor) is all of 0..n-1 in order."""
+    return isinstance(rows, slice) and rows == slice(0, n)
 
 
 def segments(pos: torch.Tensor, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int, int, int]]:
@@ -135,7 +145,7 @@ class VarlenKernel:
         qf, kf, vf = q.reshape(b * sq, h, d), k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:])
         calls = self._calls(block, b, q.device)
         acc = acc_dtype(q.dtype)
-        if len(calls) == 1 and isinstance(calls[0].q_rows, slice) and calls[0].q_rows == slice(0, b * sq):      # one call covers every row in order
+        if len(calls) == 1 and _covers(calls[0].q_rows, b * sq):      # one call covers every row in order
             c = calls[0]
             out, lse = self.impl.forward(qf, kf[c.k_rows], vf[c.k_rows], c, block.scale)
             lse = lse.to(acc)
@@ -156,6 +166,10 @@ class VarlenKernel:
         of, dof = out.to(q.dtype).reshape(b * sq, h, d), dout.to(q.dtype).reshape(b * sq, h, d)
         acc = acc_dtype(q.dtype)
         lse_f = lse.transpose(0, 1).reshape(h, b * sq).to(acc)
+        calls = self._calls(block, b, q.device)
+        if len(calls) == 1 and _covers(calls[0].q_rows, b * sq) and _covers(calls[0].k_rows, kf.shape[0]):
+            gq, gk, gv = self.impl.backward(dof, qf, kf, vf, of, lse_f.contiguous(), calls[0], block.scale)
+            return gq.view(q.shape), gk.view(k.shape), gv.view(v.shape)      # one call over everything: as is
         dq = torch.zeros(qf.shape, dtype=acc, device=q.device)
         dk = torch.zeros(kf.shape, dtype=acc, device=q.device)
         dv = torch.zeros(vf.shape, dtype=acc, device=q.device)

@@ -67,6 +67,12 @@ class _RingAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, kernel, blocks, group, stats):
         n = len(blocks)
         out = lse = None
+        if n == 1:                                       # no ring: the kernel's own output, no merge or casts
+            out, lse = empty_result(q) if blocks[0].empty() else kernel.forward(q, k, v, blocks[0])
+            ctx.save_for_backward(q, k, v, out, lse)
+            ctx.kernel, ctx.blocks, ctx.group, ctx.stats = kernel, blocks, group, stats
+            ctx.mark_non_differentiable(lse)
+            return out, lse
         cur = [k, v]
         for step, block in enumerate(blocks):
             nxt = _Transfer(cur, group, len(blocks[step + 1].k_pos), stats) if step < n - 1 else None
@@ -84,6 +90,11 @@ class _RingAttention(torch.autograd.Function):
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
         blocks, n = ctx.blocks, len(ctx.blocks)
+        if n == 1:
+            if blocks[0].empty():
+                return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None, None, None, None
+            dq, dk, dv = ctx.kernel.backward(dout, q, k, v, out, lse, blocks[0])
+            return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
         acc = acc_dtype(q.dtype)
         dq = torch.zeros(q.shape, dtype=acc, device=q.device)
         cur, grads = [k, v], None
