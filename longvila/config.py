@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from longvila.config_train import TrainConfig
 from longvila.config_video import Shot2StoryConfig
 from longvila.data.sources import ORIGINAL_MIX, SOURCES
 
@@ -245,6 +246,8 @@ class Config:
     """The model."""
     shot2story: Shot2StoryConfig = field(default_factory=Shot2StoryConfig)
     """Stage-5 data: Shot2Story -> clips -> captions -> QA (longvila/config_video.py)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training stages 4 and 5 (longvila/config_train.py; checked by check_training at DAG build)."""
 
 
 # ----------------------------------------------------------------------------------------------------------

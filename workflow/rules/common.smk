@@ -7,12 +7,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from longvila.config import load_config
+from longvila.config_train import check_training
 from longvila.data.corpus import HOLDOUT_FILE, PASSKEYS_FILE, train_file_names
 from longvila.data.inputs import batch_names, corpus_files
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 CFG = load_config(config)  # the dataclass checks: value errors name the key and the fix
+TRAIN_PLAN = check_training(CFG)  # world vs SP, heads, divisors, frames, batch: errors name field and fix
 
 MADE_CORPUS = "results/make_corpus"
 CORPUS_ROOT, CORPUS_NAMES = corpus_files(CFG, MADE_CORPUS)

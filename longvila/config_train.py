@@ -1,0 +1,183 @@
+"""Typed configuration of training (`train:` in config.yaml): stages 4 and 5, parallelism, cluster.
+
+`check_training(cfg)` validates everything that would otherwise fail hours into a cluster job — world size
+vs SP degree, Ulysses degree vs the model's heads, sequence length vs the layout's divisor, frames vs SP
+degree, RoPE schedule vs context, global batch arithmetic — and returns the plan per run; each violation
+is an error naming the field and the valid values. It runs at DAG build and in `--print-plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ENGINES = ("torch", "deepspeed")
+LAUNCHERS = ("local", "submitit")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"config 'train.{key}': {message}")
+
+
+@dataclass
+class ClusterConfig:
+    """Where training runs."""
+
+    nodes: int = 1
+    """Nodes (SLURM) or 1 (local)."""
+    gpus_per_node: int = 0
+    """GPUs per node; 0 = CPU processes with gloo (the default tiny configuration)."""
+    cpu_processes: int = 4
+    """Processes on this machine when gpus_per_node is 0."""
+    partition: str | None = None
+    """SLURM partition (submitit)."""
+    time_minutes: int = 240
+    """SLURM time limit per job; runs are requeued on timeout/preemption and resume."""
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node if self.gpus_per_node else self.cpu_processes
+
+    def __post_init__(self) -> None:
+        _check(self.nodes >= 1 and self.gpus_per_node >= 0 and self.cpu_processes >= 1, "cluster",
+               "need nodes >= 1, gpus_per_node >= 0, cpu_processes >= 1")
+
+
+@dataclass
+class Stage4Step:
+    """One context-extension step (paper: 64k, 256k, 512k, 1M)."""
+
+    context: str = "512"
+    """A context name from pack.contexts (its packed shards are the data)."""
+    rope_theta: float = 15_300_000.0
+    """RoPE base for this step."""
+    max_positions: int = 131_072
+    """max_position_embeddings written into the checkpoint (>= the context's seq_len)."""
+    steps: int = 40
+    """Optimizer steps."""
+    grad_accum: int = 4
+    """Micro-steps per optimizer step."""
+    nodes: int = 1
+    """Nodes for this step (the world is nodes x cluster.gpus_per_node, or cluster.cpu_processes)."""
+    ulysses: int = 1
+    """Ulysses degree (intra-node, heads split)."""
+    ring: int = 1
+    """Ring degree (inter-node)."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage (engine deepspeed)."""
+    save_every: int = 20
+    """Checkpoint every N steps (resume after preemption)."""
+
+
+@dataclass
+class Stage5Run:
+    """One long-video SFT run (paper: 256, 512, 1024, 2048 frames)."""
+
+    frames: int = 16
+    """Frames per video."""
+    nodes: int = 1
+    """Nodes for this run."""
+    ulysses: int = 1
+    """Ulysses degree."""
+    ring: int = 1
+    """Ring degree."""
+    per_device_batch: int = 1
+    """Samples per SP group per micro-step."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step."""
+    lr: float = 5e-5
+    """Peak learning rate (cosine after warm-up)."""
+    epochs: int = 1
+    """Epochs over the stage-5 data."""
+    max_length: int = 4096
+    """Longest token sequence (text + frame tokens)."""
+
+
+@dataclass
+class TrainConfig:
+    """Training stages 4 and 5."""
+
+    engine: str = "torch"
+    """'torch' (plain PyTorch DP x SP, CPU or GPU) or 'deepspeed' (ZeRO-2/3)."""
+    launcher: str = "local"
+    """'local' (processes on this machine) or 'submitit' (SLURM)."""
+    layout: str = "zigzag"
+    """Sequence layout over the SP group."""
+    seed: int = 0
+    """Seed of data order and initialisation."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Where it runs."""
+    lr: float = 2e-5
+    """Stage-4 learning rate (constant after warm-up)."""
+    warmup_steps: int = 2
+    """Stage-4 warm-up steps."""
+    lora_r: int = 8
+    """Stage-4 LoRA rank."""
+    lora_alpha: float = 16.0
+    """Stage-4 LoRA alpha."""
+    stage4: list[Stage4Step] = field(default_factory=lambda: [Stage4Step()])
+    """Context-extension steps, in order; each starts from the previous one's merged checkpoint."""
+    warmup_ratio: float = 0.03
+    """Stage-5 warm-up share of the steps."""
+    stage5: list[Stage5Run] = field(default_factory=lambda: [Stage5Run()])
+    """Long-video SFT runs."""
+
+    def __post_init__(self) -> None:
+        _check(self.engine in ENGINES, "engine", f"use one of {ENGINES}")
+        _check(self.launcher in LAUNCHERS, "launcher", f"use one of {LAUNCHERS}")
+        _check(self.lr > 0 and self.warmup_steps >= 0 and self.lora_r >= 1 and self.lora_alpha > 0, "lr/lora",
+               "need lr > 0, warmup_steps >= 0, lora_r >= 1, lora_alpha > 0")
+
+
+def check_training(cfg) -> list[dict]:
+    """Validate `cfg.train` against the model and the data (see the module docstring); returns one plan row
+    per run: name, world, SP = U x R, DP, sequence/frames, global batch."""
+    from longvila.model.sizes import build_config
+    from longvila.parallel.dims import ParallelDims
+
+    t = cfg.train
+    llm = build_config(cfg.model.size).llm_config()
+    heads, kv = llm.num_attention_heads, llm.num_key_value_heads
+    contexts = {c.name: c.seq_len for c in cfg.pack.contexts}
+    plan = []
+
+    def topology(key: str, nodes: int, ulysses: int, ring: int) -> ParallelDims:
+        world = nodes * t.cluster.gpus_per_node if t.cluster.gpus_per_node else t.cluster.cpu_processes
+        _check(not t.cluster.gpus_per_node or ulysses <= t.cluster.gpus_per_node, f"{key}.ulysses",
+               f"{ulysses} exceeds gpus_per_node {t.cluster.gpus_per_node}: Ulysses groups stay inside a node")
+        try:
+            dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=world)
+            dims.validate_heads(heads, kv)
+        except ValueError as e:
+            raise ValueError(f"config 'train.{key}': {e} ({cfg.model.size}: {heads} heads / {kv} KV heads; "
+                             f"world {world})") from e
+        return dims
+
+    for i, s in enumerate(t.stage4):
+        key = f"stage4[{i}]"
+        _check(s.context in contexts, f"{key}.context", f"{s.context!r} is not in pack.contexts {sorted(contexts)}")
+        _check(s.steps >= 1 and s.grad_accum >= 1 and s.save_every >= 0 and s.zero_stage in (0, 1, 2, 3), key,
+               "need steps >= 1, grad_accum >= 1, save_every >= 0, zero_stage in 0..3")
+        dims = topology(key, s.nodes, s.ulysses, s.ring)
+        seq = contexts[s.context]
+        div = dims.seq_len_divisor(t.layout)
+        _check(seq % div == 0, f"{key}.context", f"seq_len {seq} is not a multiple of {div} ({t.layout} over "
+                                                 f"SP {dims.sp_degree})")
+        _check(s.max_positions >= seq and s.rope_theta > 0, f"{key}.max_positions",
+               f"{s.max_positions} must be >= the context's seq_len {seq}, and rope_theta > 0")
+        plan.append({"run": f"stage4/{s.context}", "world": dims.world_size, "sp": f"{s.ulysses}x{s.ring}",
+                     "dp": dims.dp_degree, "tokens_per_sample": seq,
+                     "global_batch": dims.dp_degree * s.grad_accum, "steps": s.steps})
+    for i, r in enumerate(t.stage5):
+        key = f"stage5[{i}]"
+        _check(r.frames >= 1 and r.per_device_batch >= 1 and r.grad_accum >= 1 and r.epochs >= 1 and r.lr > 0,
+               key, "need frames, per_device_batch, grad_accum, epochs >= 1 and lr > 0")
+        dims = topology(key, r.nodes, r.ulysses, r.ring)
+        _check(r.frames >= dims.sp_degree, f"{key}.frames",
+               f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")
+        div = dims.seq_len_divisor(t.layout)
+        _check(r.max_length % div == 0, f"{key}.max_length", f"{r.max_length} is not a multiple of {div}")
+        plan.append({"run": f"stage5/{r.frames}f", "world": dims.world_size, "sp": f"{r.ulysses}x{r.ring}",
+                     "dp": dims.dp_degree, "frames": r.frames,
+                     "global_batch": r.per_device_batch * dims.dp_degree * r.grad_accum, "epochs": r.epochs})
+    return plan
