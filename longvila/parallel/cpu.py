@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from longvila.parallel.plan import VarlenCall, VarlenKernel
+from longvila.parallel.ring import merge_into
 
 _fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
@@ -50,15 +51,10 @@ class _CpuOpExecutor:
         for qs, parts in _parts(c):
             qb = _bhsd(q[qs], h)
             acc_o = acc_l = None
-            for ks, causal in parts:
+            for ks, causal in parts:                            # the parts merge by LSE, as ring blocks do
                 o, l = _fwd(qb, _bhsd(k[ks], h), _bhsd(v[ks], h), 0.0, causal, scale=scale)
-                if acc_o is None:
-                    acc_o, acc_l = o.to(l.dtype), l
-                else:                                           # merge the two parts by their LSEs
-                    new = torch.logaddexp(acc_l, l)
-                    acc_o = acc_o * torch.exp(acc_l - new)[..., None] + o.to(l.dtype) * torch.exp(l - new)[..., None]
-                    acc_l = new
-            out[qs] = acc_o[0].transpose(0, 1).to(q.dtype)
+                acc_o, acc_l = merge_into(acc_o, acc_l, o.transpose(1, 2), l)   # [1, T, H, D], [1, H, T]
+            out[qs] = acc_o[0].to(q.dtype)
             lse[:, qs] = acc_l[0]
         return out, lse
 

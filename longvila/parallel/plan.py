@@ -25,7 +25,11 @@ from longvila.parallel.kernels import Block, acc_dtype
 
 @dataclass
 class VarlenCall:
-    """One varlen kernel call: gathered query rows / key rows (flattened B*S index) and cumulative lengths."""
+    """One varlen kernel call: gathered query rows / key rows (flattened B*S index) and cumulative lengths.
+
+    `q_rows` / `k_rows` index those rows: a slice (a view, no copy) when they are one ascending run, else the
+    index tensor; decided once, on the CPU, when the call is planned (no device sync later).
+    """
 
     causal: bool
     q_idx: torch.Tensor
@@ -34,33 +38,26 @@ class VarlenCall:
     cu_k: torch.Tensor
     max_q: int
     max_k: int
+    q_rows: object = None
+    k_rows: object = None
+
+    def __post_init__(self) -> None:
+        self.q_rows = _as_slice(self.q_idx) if self.q_rows is None else self.q_rows
+        self.k_rows = _as_slice(self.k_idx) if self.k_rows is None else self.k_rows
 
     def to(self, device) -> "VarlenCall":
-        """A copy on `device`; the slice-or-index decision is made here, on the CPU (no device sync later)."""
-        q_rows, k_rows = self.q_rows, self.k_rows
-        moved = VarlenCall(self.causal, self.q_idx.to(device), self.k_idx.to(device),
-                           self.cu_q.to(device, torch.int32), self.cu_k.to(device, torch.int32), self.max_q, self.max_k)
-        moved.q_idx.__dict__["_slice"] = q_rows if isinstance(q_rows, slice) else moved.q_idx
-        moved.k_idx.__dict__["_slice"] = k_rows if isinstance(k_rows, slice) else moved.k_idx
-        return moved
-
-    @property
-    def q_rows(self):
-        """Index for the query rows: a slice (a view, no copy) when they are one ascending run."""
-        return _as_slice(self.q_idx)
-
-    @property
-    def k_rows(self):
-        return _as_slice(self.k_idx)
+        q_idx, k_idx = self.q_idx.to(device), self.k_idx.to(device)
+        return VarlenCall(self.causal, q_idx, k_idx, self.cu_q.to(device, torch.int32),
+                          self.cu_k.to(device, torch.int32), self.max_q, self.max_k,
+                          self.q_rows if isinstance(self.q_rows, slice) else q_idx,
+                          self.k_rows if isinstance(self.k_rows, slice) else k_idx)
 
 
 def _as_slice(idx: torch.Tensor):
-    if "_slice" not in idx.__dict__:
-        n = len(idx)
-        first = int(idx[0]) if n else 0
-        run = n > 0 and int(idx[-1]) - first == n - 1 and bool((idx[1:] - idx[:-1] == 1).all())
-        idx.__dict__["_slice"] = slice(first, first + n) if run else idx
-    return idx.__dict__["_slice"]
+    n = len(idx)
+    first = int(idx[0]) if n else 0
+    run = n > 0 and int(idx[-1]) - first == n - 1 and bool((idx[1:] - idx[:-1] == 1).all())
+    return slice(first, first + n) if run else idx
 
 
 def _covers(rows, n: int) -> bool:

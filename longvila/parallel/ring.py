@@ -66,21 +66,18 @@ class _RingAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, kernel, blocks, group, stats):
         n = len(blocks)
-        out = lse = None
         if n == 1:                                       # no ring: the kernel's own output, no merge or casts
             out, lse = empty_result(q) if blocks[0].empty() else kernel.forward(q, k, v, blocks[0])
-            ctx.save_for_backward(q, k, v, out, lse)
-            ctx.kernel, ctx.blocks, ctx.group, ctx.stats = kernel, blocks, group, stats
-            ctx.mark_non_differentiable(lse)
-            return out, lse
-        cur = [k, v]
-        for step, block in enumerate(blocks):
-            nxt = _Transfer(cur, group, len(blocks[step + 1].k_pos), stats) if step < n - 1 else None
-            o, l = empty_result(q) if block.empty() else kernel.forward(q, cur[0], cur[1], block)
-            out, lse = merge_into(out, lse, o, l)
-            if nxt is not None:
-                cur = nxt.wait()
-        out = out.to(q.dtype)
+        else:
+            out = lse = None
+            cur = [k, v]
+            for step, block in enumerate(blocks):
+                nxt = _Transfer(cur, group, len(blocks[step + 1].k_pos), stats) if step < n - 1 else None
+                o, l = empty_result(q) if block.empty() else kernel.forward(q, cur[0], cur[1], block)
+                out, lse = merge_into(out, lse, o, l)
+                if nxt is not None:
+                    cur = nxt.wait()
+            out = out.to(q.dtype)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.kernel, ctx.blocks, ctx.group, ctx.stats = kernel, blocks, group, stats
         ctx.mark_non_differentiable(lse)

@@ -52,15 +52,16 @@ class CaptionCache:
         self.path = Path(path)
         self.entries: dict[str, str] = {}
         self.torn = 0
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+        raw = self.path.read_bytes() if self.path.is_file() else b""
+        if raw:
+            for line in raw.decode("utf-8", errors="replace").splitlines():
                 try:
                     item = json.loads(line)
                     self.entries[item["key"]] = item["caption"]
                 except (json.JSONDecodeError, KeyError, TypeError):
                     self.torn += 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn_tail = self.path.is_file() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
+        torn_tail = bool(raw) and not raw.endswith(b"\n")
         self._file = open(self.path, "a", encoding="utf-8")
         if torn_tail:                          # end the torn line, or the next entry would be glued onto it
             self._file.write("\n")
