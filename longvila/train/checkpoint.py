@@ -1,10 +1,12 @@
-"""Training checkpoints: everything a run needs to continue exactly, written atomically.
+"""Training checkpoints: everything a run needs to continue exactly, written atomically by all ranks.
 
-    <run_dir>/checkpoints/step-000040/  state.pt (trainable parameters, optimizer, scheduler, sampler, RNG,
-                                         step, metrics so far) + COMPLETE
-A checkpoint folder is written under a temporary name and renamed when complete, and carries a COMPLETE
-marker written last: a run killed mid-save leaves at most a temporary folder, which `latest` never picks
-(and the next save removes). Only the newest `keep` checkpoints are kept.
+    <run_dir>/checkpoints/step-000040/  state.pt (step, sampler, losses so far), rng-00000.pt ... (each rank's
+                                        RNG), the engine's files (TorchEngine: engine.pt with the trainable
+                                        parameters, optimizer and scheduler; DeepSpeed: its per-rank ZeRO
+                                        shards), COMPLETE
+Every rank writes its part into `.step-000040.tmp`; after a barrier rank 0 adds state.pt and the COMPLETE
+marker and renames the folder into place. A run killed mid-save leaves at most the temporary folder, which
+`latest` never picks (and the next save removes). Only the newest `keep` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from longvila.utils.io import atomic_dir
+import torch.distributed as dist
 
 MARKER = "COMPLETE"
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def rng_state() -> dict:
@@ -31,14 +37,29 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def save(run_dir: str | Path, step: int, state: dict, keep: int = 2) -> Path:
-    """Write `state` (+ RNG) as checkpoint `step`; prune older ones beyond `keep`."""
+def save(run_dir: str | Path, step: int, engine, state: dict, rank: int = 0, keep: int = 2) -> Path:
+    """Collective: write checkpoint `step` (engine files from every rank, each rank's RNG, `state` from
+    rank 0); prune older ones beyond `keep`. Returns the checkpoint folder."""
     folder = Path(run_dir) / "checkpoints" / f"step-{step:06d}"
-    with atomic_dir(folder) as tmp:
-        torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    engine.save(tmp, rank)
+    torch.save(rng_state(), tmp / f"rng-{rank:05d}.pt")
+    _barrier()
+    if rank == 0:
+        torch.save({**state, "step": step}, tmp / "state.pt")
         (tmp / MARKER).write_text("ok\n")
-    for old in complete(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+        for old in complete(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in folder.parent.glob(".step-*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+    _barrier()
     return folder
 
 
@@ -50,9 +71,17 @@ def complete(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / MARKER).is_file())
 
 
-def latest(run_dir: str | Path) -> dict | None:
-    """The newest complete checkpoint's state (RNG restored by the caller with set_rng_state), or None."""
+def load_latest(run_dir: str | Path, engine, rank: int = 0) -> dict | None:
+    """Collective: restore the newest complete checkpoint into `engine` and this rank's RNG; returns its
+    state (step, sampler, losses), or None when there is none."""
     found = complete(run_dir)
     if not found:
         return None
-    return torch.load(found[-1] / "state.pt", weights_only=False)
+    folder = found[-1]
+    rng = folder / f"rng-{rank:05d}.pt"
+    if not rng.is_file():
+        raise ValueError(f"{folder} has no {rng.name}: it was written by a run with fewer ranks; resume with the "
+                         "same world size, or start a fresh run directory")
+    engine.load(folder, rank)
+    set_rng_state(torch.load(rng, weights_only=False))
+    return torch.load(folder / "state.pt", weights_only=False)

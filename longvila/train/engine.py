@@ -8,9 +8,17 @@ groups together), clips, steps the optimizer and zeroes the gradients.
     engine = TorchEngine(model, dims, torch.optim.AdamW(model.parameters(), lr=2e-5), grad_clip=1.0)
     loss, _ = lm_loss(model, row, dims)
     engine.backward(loss); stats = engine.step()
+
+The engine protocol the training loop relies on (`DeepSpeedEngine` implements it too): `model`, `dims`,
+`backward(loss)` per micro-step, `step() -> {"grad_norm", "lr"}` per optimizer step, collective
+`save(folder, rank)` / `load(folder, rank)` of parameters, optimizer and scheduler, and `gathered()`, a
+context in which `model` holds its full parameters (a no-op here; ZeRO-3 gathers them).
 """
 
 from __future__ import annotations
+
+import contextlib
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -47,6 +55,34 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         return {"grad_norm": float(norm), "lr": lr}
 
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def save(self, folder: Path, rank: int) -> None:
+        """Rank 0 writes engine.pt (trainable parameters, optimizer, scheduler): every rank holds the same."""
+        if rank == 0:
+            torch.save({"params": {n: p.detach().clone() for n, p in self._trainable().items()},
+                        "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None},
+                       Path(folder) / "engine.pt")
+
+    def load(self, folder: Path, rank: int) -> None:
+        path = Path(folder) / "engine.pt"
+        if not path.is_file():
+            raise ValueError(f"{folder} has no engine.pt: it was written by another engine (train.engine); "
+                             "resume with the same engine or start a fresh run directory")
+        state = torch.load(path, weights_only=False)
+        with torch.no_grad():
+            for name, p in self._trainable().items():
+                p.copy_(state["params"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    @contextlib.contextmanager
+    def gathered(self):
+        yield self.model
+
 
 def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims, layout: str = "zigzag"):
     """This rank's share of the next-token loss of one packed row [S] (stage 4): targets shifted before
@@ -64,3 +100,20 @@ def global_value(x: torch.Tensor | float, dims: ParallelDims) -> float:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return float(t) / max(1, dims.dp_degree)
+
+
+def make_engine(kind: str, model: torch.nn.Module, dims: ParallelDims, *, lr: float, lr_lambda, grad_accum: int,
+                zero_stage: int = 2, grad_clip: float | None = 1.0, weight_decay: float = 0.0, bf16: bool = False):
+    """The engine `train.engine` names, over the model's trainable parameters: AdamW(lr, weight_decay) with a
+    LambdaLR(lr_lambda) schedule stepped once per optimizer step. 'torch' = TorchEngine (fp32/param dtype);
+    'deepspeed' = ZeRO-`zero_stage` (bf16 on GPU when asked), see longvila.train.ds_engine."""
+    if kind == "deepspeed":
+        from longvila.train.ds_engine import DeepSpeedEngine
+
+        return DeepSpeedEngine(model, dims, lr=lr, lr_lambda=lr_lambda, grad_accum=grad_accum,
+                               zero_stage=zero_stage, grad_clip=grad_clip, weight_decay=weight_decay, bf16=bf16)
+    if kind != "torch":
+        raise ValueError(f"engine {kind!r}: use 'torch' or 'deepspeed' (config train.engine)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return TorchEngine(model, dims, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda), grad_clip=grad_clip)

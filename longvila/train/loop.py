@@ -4,8 +4,8 @@
 
 `data` is indexable (a sample per index) and read through an `SPSampler`, so every SP rank gets the same
 sample and DP replicas different ones. Each optimizer step accumulates `grad_accum` micro-steps. On start,
-the newest complete checkpoint in `run_dir` is loaded (trainable parameters, optimizer, scheduler, sampler,
-RNG, metrics) and training continues from there, so a preempted run ends with the same losses and weights
+the newest complete checkpoint in `run_dir` is loaded (the engine's parameters, optimizer and scheduler,
+the sampler, every rank's RNG, the losses so far) and training continues from there, so a preempted run ends with the same losses and weights
 as an uninterrupted one. Rank 0 appends one line per step to `metrics.jsonl` (step, loss, lr, grad-norm,
 tokens/s, peak RSS) and logs a one-line progress report with an ETA.
 """
@@ -17,37 +17,24 @@ import resource
 import time
 from pathlib import Path
 
-import torch
-
 from longvila.train import checkpoint
 from longvila.train.engine import global_value
 from longvila.train.sampler import SPSampler
 from longvila.utils.logging import get_logger
 
 
-def _trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
 def train(engine, data, loss_fn, dims, run_dir: str | Path, *, steps: int, grad_accum: int = 1,
-          save_every: int = 0, seed: int = 0, stop_after: int | None = None, is_rank0: bool = True) -> dict:
+          save_every: int = 0, seed: int = 0, stop_after: int | None = None, rank: int = 0) -> dict:
     """Run until `steps` optimizer steps are done (or `stop_after` steps in this call, to simulate
     preemption in tests). `loss_fn(sample) -> (loss share, tokens)`. Returns {"losses", "step"}."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = engine.model
+    is_rank0 = rank == 0
     sampler = SPSampler(len(data), dims.dp_degree, dims.axis_rank("dp"), seed=seed)
     losses, step = [], 0
-    state = checkpoint.latest(run_dir)
+    state = checkpoint.load_latest(run_dir, engine, rank)
     if state is not None:
-        with torch.no_grad():
-            for name, p in _trainable(model).items():
-                p.copy_(state["params"][name])
-        engine.optimizer.load_state_dict(state["optimizer"])
-        if engine.scheduler is not None and state.get("scheduler") is not None:
-            engine.scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
-        checkpoint.set_rng_state(state["rng"])
         losses, step = list(state["losses"]), state["step"]
         if is_rank0:
             get_logger().info(f"resumed from {run_dir}/checkpoints/step-{step:06d}")
@@ -76,12 +63,7 @@ def train(engine, data, loss_fn, dims, run_dir: str | Path, *, steps: int, grad_
             get_logger().info(f"step {step}/{steps} loss {loss_value:.4f} lr {stats['lr']:.2e} "
                               f"grad-norm {stats['grad_norm']:.3f} {row['tokens_per_s']:.0f} tok/s ETA {eta:.0f}s")
         if save_every and (step % save_every == 0 or step == steps):
-            state = {"params": {n: p.detach().clone() for n, p in _trainable(model).items()},
-                     "optimizer": engine.optimizer.state_dict(),
-                     "scheduler": engine.scheduler.state_dict() if engine.scheduler is not None else None,
-                     "sampler": sampler.state_dict(), "losses": losses}
-            if is_rank0:
-                checkpoint.save(run_dir, step, state)
+            checkpoint.save(run_dir, step, engine, {"sampler": sampler.state_dict(), "losses": losses}, rank)
     return {"losses": losses, "step": step}
 
 

@@ -52,7 +52,7 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
 
     from longvila.model import LongVILAForCausalLM
     from longvila.parallel.parallelize import apply_sequence_parallel
-    from longvila.train.engine import TorchEngine, lm_loss
+    from longvila.train.engine import lm_loss, make_engine
     from longvila.train.lora import apply_lora, merge_lora
     from longvila.train.loop import train
     from longvila.train.rope import set_rope_base
@@ -65,22 +65,24 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     for p in list(model.vision_tower.parameters()) + list(model.mm_projector.parameters()):
         p.requires_grad_(False)                                          # stage 4 is text only
     apply_sequence_parallel(model, dims, layout=t.layout)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=0.0)
     warm = max(1, t.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    engine = TorchEngine(model, dims, opt, sched, grad_clip=1.0)
+    engine = make_engine(t.engine, model, dims, lr=t.lr, lr_lambda=lambda s: min(1.0, (s + 1) / warm),
+                         grad_accum=step.grad_accum, zero_stage=step.zero_stage)
     rows = PackedRows(shards_dir)
-    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    rank0 = rank == 0
     result = train(engine, rows, lambda row: lm_loss(model.llm, row, dims, t.layout), dims, run_dir,
                    steps=step.steps, grad_accum=step.grad_accum, save_every=step.save_every, seed=t.seed,
-                   stop_after=stop_after, is_rank0=rank0)
-    if result["step"] >= step.steps and rank0:
-        merge_lora(model.llm)
-        model.llm.set_attn_implementation("sdpa")                      # the saved model is single-process
-        tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")
-        with atomic_dir(out_dir) as tmp:
-            model.save_pretrained(tmp, tokenizer=tokenizer)
-        get_logger().info(f"stage 4 {step.context}: {result['step']} steps, loss {result['losses'][0]:.4f} -> "
-                          f"{result['losses'][-1]:.4f}; merged checkpoint -> {out_dir}")
+                   stop_after=stop_after, rank=rank)
+    if result["step"] >= step.steps:
+        with engine.gathered():                                        # collective (ZeRO-3 gathers the weights)
+            if rank0:
+                merge_lora(model.llm)
+                model.llm.set_attn_implementation("sdpa")              # the saved model is single-process
+                tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")
+                with atomic_dir(out_dir) as tmp:
+                    model.save_pretrained(tmp, tokenizer=tokenizer)
+        if rank0:
+            get_logger().info(f"stage 4 {step.context}: {result['step']} steps, loss {result['losses'][0]:.4f} -> "
+                              f"{result['losses'][-1]:.4f}; merged checkpoint -> {out_dir}")
     return result
