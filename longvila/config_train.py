@@ -90,7 +90,11 @@ class Stage5Run:
     epochs: int = 1
     """Epochs over the stage-5 data."""
     max_length: int = 4096
-    """Longest token sequence (text + frame tokens)."""
+    """Longest token sequence (text + frame tokens); longer samples are skipped and counted."""
+    zero_stage: int = 3
+    """DeepSpeed ZeRO stage (engine deepspeed)."""
+    save_every: int = 20
+    """Checkpoint every N optimizer steps (resume after preemption)."""
 
 
 @dataclass
@@ -170,8 +174,9 @@ def check_training(cfg) -> list[dict]:
                      "global_batch": dims.dp_degree * s.grad_accum, "steps": s.steps})
     for i, r in enumerate(t.stage5):
         key = f"stage5[{i}]"
-        _check(r.frames >= 1 and r.per_device_batch >= 1 and r.grad_accum >= 1 and r.epochs >= 1 and r.lr > 0,
-               key, "need frames, per_device_batch, grad_accum, epochs >= 1 and lr > 0")
+        _check(r.frames >= 1 and r.per_device_batch >= 1 and r.grad_accum >= 1 and r.epochs >= 1 and r.lr > 0
+               and r.save_every >= 0 and r.zero_stage in (0, 1, 2, 3), key,
+               "need frames, per_device_batch, grad_accum, epochs >= 1, lr > 0, save_every >= 0, zero_stage in 0..3")
         dims = topology(key, r.nodes, r.ulysses, r.ring)
         _check(r.frames >= dims.sp_degree, f"{key}.frames",
                f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")

@@ -95,11 +95,12 @@ def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims, layout: str = "z
 
 
 def global_value(x: torch.Tensor | float, dims: ParallelDims) -> float:
-    """The sum of a per-rank scalar over the world (the global loss from every rank's share), for logging."""
+    """The sum of a per-rank scalar over the world: the global batch's loss from every rank's share of the
+    global token mean (SP and DP ranks alike; `token_mean_loss` already divides by the world's token count)."""
     t = torch.tensor([float(x)], dtype=torch.float64)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
-    return float(t) / max(1, dims.dp_degree)
+    return float(t)
 
 
 def make_engine(kind: str, model: torch.nn.Module, dims: ParallelDims, *, lr: float, lr_lambda, grad_accum: int,

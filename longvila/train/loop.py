@@ -24,9 +24,11 @@ from longvila.utils.logging import get_logger
 
 
 def train(engine, data, loss_fn, dims, run_dir: str | Path, *, steps: int, grad_accum: int = 1,
-          save_every: int = 0, seed: int = 0, stop_after: int | None = None, rank: int = 0) -> dict:
+          save_every: int = 0, seed: int = 0, stop_after: int | None = None, rank: int = 0,
+          batch_size: int | None = None) -> dict:
     """Run until `steps` optimizer steps are done (or `stop_after` steps in this call, to simulate
-    preemption in tests). `loss_fn(sample) -> (loss share, tokens)`. Returns {"losses", "step"}."""
+    preemption in tests). `loss_fn(sample) -> (loss share, tokens)`, or `loss_fn([sample, ...])` with
+    `batch_size` samples per micro-step when batch_size is given. Returns {"losses", "step"}."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     is_rank0 = rank == 0
@@ -45,7 +47,8 @@ def train(engine, data, loss_fn, dims, run_dir: str | Path, *, steps: int, grad_
     while step < steps and (stop_after is None or done_here < stop_after):
         t0, total, tokens = time.perf_counter(), 0.0, 0
         for _ in range(grad_accum):
-            loss, n = loss_fn(data[next(it)])
+            item = data[next(it)] if batch_size is None else [data[next(it)] for _ in range(batch_size)]
+            loss, n = loss_fn(item)
             engine.backward(loss / grad_accum)
             total += loss.item() / grad_accum
             tokens += n
