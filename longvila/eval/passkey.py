@@ -66,7 +66,7 @@ def evaluate_passkeys(model, tokenizer, records: list[dict], progress: bool = Fa
 
 
 def heatmap(grid: dict, path: str | Path, title: str = "passkey retrieval") -> None:
-    """Accuracy per (length, depth) as a PNG (needs matplotlib: the `plots` extra)."""
+    """Accuracy per (length, depth) as a PNG (matplotlib, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
