@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/slimpajama.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/shot2story.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

@@ -75,13 +75,17 @@ def heatmap(grid: dict, path: str | Path, title: str = "passkey retrieval") -> N
     lengths = sorted(grid, key=int)
     depths = sorted({d for row in grid.values() for d in row}, key=float)
     values = [[grid[n].get(d, float("nan")) for n in lengths] for d in depths]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(lengths), 1.2 + 0.5 * len(depths)))
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.6 + 0.9 * len(lengths)), 1.6 + 0.5 * len(depths)))
     im = ax.imshow(values, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(len(lengths)), lengths)
     ax.set_yticks(range(len(depths)), depths)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("depth")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            if v == v:                                                  # not NaN: print the accuracy in the cell
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -128,6 +128,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
     model.requires_grad_(True)                                         # stage 5 is a full fine-tune
     apply_sequence_parallel(model, dims, layout=t.layout)
     total = optimizer_steps(len(data), dims.dp_degree, run.per_device_batch, run.grad_accum, run.epochs)
+    total = min(total, run.max_steps or total)
     engine = make_engine(t.engine, model, dims, lr=run.lr, lr_lambda=cosine_with_warmup(total, t.warmup_ratio),
                          grad_accum=run.grad_accum, zero_stage=run.zero_stage)
     loss_fn = lambda batch: sft_loss(model, batch, dims, media_token_id=media_token_id, newline_id=newline_id,

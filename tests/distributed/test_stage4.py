@@ -13,6 +13,8 @@ pytestmark = pytest.mark.distributed
 
 
 def test_stage4_step_trains_resumes_and_writes_a_merged_checkpoint(tiny_ckpt, tmp_path):
+    from transformers import AutoModel
+
     from longvila.model import LongVILAForCausalLM
     from longvila.train.rope import inv_freq
 
@@ -41,6 +43,22 @@ def test_stage4_step_trains_resumes_and_writes_a_merged_checkpoint(tiny_ckpt, tm
     q_new = model.llm.model.layers[0].self_attn.q_proj.weight
     q_old = base.llm.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q_new, q_old)                                       # LoRA merged into the weights
+    # merged = base + (alpha / r) B @ A, with the LoRA factors of the final training checkpoint; norms and
+    # embeddings are the trained ones
+    trained = torch.load(tmp_path / "run/checkpoints/step-000003/engine.pt", weights_only=False)["params"]
+    merged = dict(model.named_parameters())
+    lora = [n[:-len(".lora_a")] for n in trained if n.endswith(".lora_a")]
+    assert len(lora) == 4 * len(model.llm.model.layers)                        # q, k, v, o in every layer
+    for name in lora:
+        delta = trained[f"{name}.lora_b"] @ trained[f"{name}.lora_a"] * (16 / 8)    # config: alpha 16, r 8
+        base_w = dict(base.named_parameters())[f"{name}.weight"]
+        torch.testing.assert_close(merged[f"{name}.weight"], base_w + delta, rtol=0, atol=1e-6)
+    extra = [n for n in trained if "lora_" not in n]
+    assert extra and all("norm" in n or "embed_tokens" in n for n in extra)
+    for name in extra:
+        assert torch.equal(merged[name], trained[name]), name
+    auto = AutoModel.from_pretrained(tmp_path / "out")                          # the Auto classes load it too
+    assert type(auto) is LongVILAForCausalLM and torch.equal(auto.llm.model.layers[0].self_attn.q_proj.weight, q_new)
     for part in ("vision_tower", "mm_projector"):                              # carried over unchanged
         new, old = getattr(model, part).state_dict(), getattr(base, part).state_dict()
         assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new), part

@@ -57,7 +57,8 @@ def test_dry_run_default_config(tmp_path):
     counts = jobs(in_tmp(tmp_path, REPO / "config.yaml", "-n", "all"))
     assert counts == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4,
                       "export_original": 4, "init_model": 1, "make_shot2story": 1, "s2s_index": 1, "s2s_clip": 1,
-                      "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "all": 1}
+                      "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "train_stage4": 2, "eval_passkey": 2,
+                      "train_stage5": 1, "train_report": 1, "all": 1}
 
 
 def test_dry_run_paper_config(tmp_path):
@@ -69,9 +70,11 @@ def test_dry_run_paper_config(tmp_path):
             path.write_bytes(chunk)
     (tmp_path / "resources/Shot2Story/annotations").mkdir(parents=True)
     proc = in_tmp(tmp_path, REPO / "workflow/configs/paper.yaml", "-n", "all")
-    # 21 files / 8 per batch = 3 batches, x 4 contexts; no corpus is made, nothing exported; real Shot2Story
-    assert jobs(proc) == {"resolve_config": 1, "pack_batch": 12, "pack_shards": 4, "s2s_index": 1, "s2s_clip": 1,
-                          "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "all": 1}
+    # 21 files / 8 per batch = 3 batches, x 4 contexts; nothing exported; real Shot2Story; the made corpus
+    # only for its held-out passkey documents; 4 stage-4 steps, each evaluated; 4 stage-5 runs
+    assert jobs(proc) == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4, "s2s_index": 1,
+                          "s2s_clip": 1, "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "train_stage4": 4,
+                          "eval_passkey": 4, "train_stage5": 4, "train_report": 1, "all": 1}
     assert "results/pack_shards/1M" in proc.stdout
 
 
@@ -85,6 +88,30 @@ def test_dry_run_with_a_missing_corpus_names_the_fix(tmp_path):
     proc = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
                      str(REPO / "workflow/configs/paper.yaml"), "-n", "all", check=False)
     assert proc.returncode != 0 and "shot2story.root 'resources/Shot2Story' is not a folder" in proc.stdout
+
+
+def check_training_outputs(root):
+    """Stage 4 (one step), its passkey eval, stage 5 (one run) and the report: each output is what it claims."""
+    from transformers import AutoModel
+
+    results = root / "results"
+    s4 = AutoModel.from_pretrained(results / "train_stage4/256")
+    assert s4.llm.config.rope_parameters["rope_theta"] == 1_000_000.0 and s4.llm.config.max_position_embeddings == 512
+    s5 = AutoModel.from_pretrained(results / "train_stage5/4f")
+    assert type(s5) is type(s4) and (results / "train_stage5/4f/llm/tokenizer_config.json").is_file()
+    passkey = json.loads((results / "eval_passkey/256/passkey.json").read_text())
+    assert set(passkey["grid"]) == {"128", "256"} and len(passkey["results"]) == 5 and passkey["rope_theta"] == 1e6
+    assert (results / "eval_passkey/256/heatmap.png").stat().st_size > 1000
+    for run, steps in (("stage4/256", 2), ("stage5/4f", 2)):
+        rows = [json.loads(line) for line in (results / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == list(range(1, steps + 1)), run
+        assert all(r["tokens_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
+        assert (results / "runs" / run / "logs/rank-00003.log").is_file()
+    assert (results / "runs/stage5/4f/loss_curve.png").is_file() and (results / "runs/stage4/256/loss_curve.png").is_file()
+    summary = json.loads((results / "train_report/summary.json").read_text())
+    assert [r["run"] for r in summary["runs"]] == ["stage4/256", "stage5/4f"] and len(summary["passkey"]) == 1
+    assert (results / "train_report/loss_curves.png").is_file() and "| stage5/4f | 2 |" in (
+        results / "train_report/summary.md").read_text()
 
 
 def test_tiny_run_end_to_end_and_rerun_one_rule(tmp_path):
@@ -106,9 +133,10 @@ def test_tiny_run_end_to_end_and_rerun_one_rule(tmp_path):
     assert s2s["out"] > 0 and set(s2s["splits"]) == {"train", "val"} and (results / "s2s_assemble/report.md").is_file()
     vila = json.loads((results / "s2s_assemble/vila_train.json").read_text())
     assert vila[0]["conversations"][0]["value"].startswith("<video>\n")
+    check_training_outputs(tmp_path)
 
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "all"))
-    rerun = in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "-R", "pack_shards", "--", "all")
-    assert jobs(rerun) == {"pack_shards": 2, "export_original": 2, "all": 1}
+    rerun = in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "-R", "pack_shards", "--until", "export_original")
+    assert jobs(rerun) == {"pack_shards": 2, "export_original": 2}
     after = {p: p.read_bytes() for p in (results / "pack_shards").rglob("*.parquet")}
     assert before == after, "a rerun must give byte-identical shards"

@@ -68,7 +68,7 @@ def final_targets():
     if CFG.model.checkpoint is None:
         targets.append(f"results/init_model/{CFG.model.size}")
     targets.append("results/s2s_assemble")
-    return targets
+    return targets + training_targets()
 
 
 def s2s_root():

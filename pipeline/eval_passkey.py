@@ -1,0 +1,67 @@
+"""Rule `eval_passkey`: passkey retrieval of a stage-4 checkpoint at its context length and the previous one.
+
+Reads the held-out passkey documents (rule make_corpus: passkeys.jsonl), keeps the lengths of
+`corpus.passkey.lengths` that fit the step's context, evaluates the two longest of them (the step's own
+length and the one before, so the extension is measured, not assumed) at every depth, and writes
+    <out>/passkey.json   accuracy, the (length x depth) grid, every record's output, rope_theta, max positions
+    <out>/heatmap.png    accuracy per length and depth
+
+    python -m pipeline.eval_passkey --config results/resolve_config/config.yaml --context 512 \
+        --model results/train_stage4/512 --passkeys results/make_corpus/passkeys.jsonl --out results/eval_passkey/512
+"""
+
+from __future__ import annotations
+
+import json
+
+from pipeline._stage import load, run_stage, stage_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--context", required=True, help="context name of the stage-4 step (pack.contexts)")
+    parser.add_argument("--model", required=True, help="the step's merged checkpoint (released layout)")
+    parser.add_argument("--passkeys", required=True, help="passkeys.jsonl (held-out passkey documents)")
+    parser.add_argument("--out", required=True, help="output folder (written atomically)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from transformers import AutoTokenizer
+
+        from longvila.eval.passkey import evaluate_passkeys, heatmap, load_passkeys
+        from longvila.model import LongVILAForCausalLM
+        from longvila.utils.io import atomic_dir
+        from longvila.utils.logging import get_logger
+
+        cfg = load(args)
+        seq = {c.name: c.seq_len for c in cfg.pack.contexts}
+        if args.context not in seq:
+            raise ValueError(f"--context {args.context!r} is not in pack.contexts {sorted(seq)}")
+        fits = sorted(n for n in cfg.corpus.passkey.lengths if n <= seq[args.context])
+        if not fits:
+            raise ValueError(f"no corpus.passkey.lengths {cfg.corpus.passkey.lengths} fit context {args.context} "
+                             f"({seq[args.context]} tokens); add a shorter length")
+        lengths = fits[-2:]
+        records = load_passkeys(args.passkeys, lengths)
+        if not records:
+            raise ValueError(f"{args.passkeys} has no records of lengths {lengths}; rebuild the corpus (make_corpus)")
+        model = LongVILAForCausalLM.from_pretrained(args.model).eval()
+        tokenizer = AutoTokenizer.from_pretrained(f"{args.model}/llm")
+        result = evaluate_passkeys(model, tokenizer, records, progress=True)
+        llm_cfg = model.llm.config
+        rope = dict(getattr(llm_cfg, "rope_parameters", None) or {})
+        result.update(context=args.context, lengths=lengths, rope_theta=rope.get("rope_theta"),
+                      rope_scaling=rope.get("rope_type", "default"),
+                      max_position_embeddings=llm_cfg.max_position_embeddings)
+        with atomic_dir(args.out) as tmp:
+            (tmp / "passkey.json").write_text(json.dumps(result, indent=1))
+            heatmap(result["grid"], tmp / "heatmap.png", title=f"passkey retrieval after stage 4 ({args.context})")
+        get_logger().info(f"passkey {args.context}: accuracy {result['accuracy']:.3f} over {len(records)} records, "
+                          f"lengths {lengths}; {args.out}/heatmap.png")
+        return 0
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

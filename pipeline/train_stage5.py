@@ -1,0 +1,84 @@
+"""Rule `train_stage5` (one frame count): long-video SFT of the whole model with MM-SP, full checkpoint.
+
+Builds a `pipeline.launch.Job` whose target (`train_run`, below) runs `longvila.train.stage5.run_stage5` on
+every rank, and launches it with `train.launcher` (local processes, or a SLURM job through submitit that this
+command waits for). Intermediate checkpoints, metrics.jsonl, per-rank logs and plan.json live in --run-dir
+(not a rule output: Snakemake never deletes them, and a rerun or requeued job resumes from the newest
+complete checkpoint); the full checkpoint in the released layout is written to --out, and the run's loss
+curve to --run-dir/loss_curve.png. `--print-plan [--json]` prints the job and runs nothing.
+
+    python -m pipeline.train_stage5 --config results/resolve_config/config.yaml --run 0 \
+        --init results/train_stage4/1k --data results/s2s_assemble/vila_train.json --media results/make_shot2story \
+        --run-dir results/runs/stage5/8f --out results/train_stage5/8f
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline._stage import load, run_stage, stage_parser
+from pipeline.launch import Job, launch, print_plan
+
+TARGET = "pipeline.train_stage5:train_run"
+
+
+def train_run(config: str, overrides: list[str], run: int, init: str, data: str, media: str, run_dir: str,
+              out: str, stop_after: int | None = None) -> dict:
+    """Launch target, on every rank (process group up): one stage-5 run over the whole world."""
+    import torch.distributed as dist
+
+    from longvila.config import load_config_file
+    from longvila.parallel import ParallelDims
+    from longvila.train.stage5 import run_stage5
+
+    cfg = load_config_file(config, overrides)
+    r = cfg.train.stage5[run]
+    dims = ParallelDims(ulysses=r.ulysses, ring=r.ring, world_size=dist.get_world_size()).build()
+    result = run_stage5(cfg, run, init, data, media, run_dir, out, dims, stop_after=stop_after)
+    return {"losses": result["losses"], "step": result["step"], "skipped": result["skipped"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--run", type=int, required=True, help="index into train.stage5")
+    parser.add_argument("--init", help="checkpoint to start from (the last stage-4 merge, released layout)")
+    parser.add_argument("--data", help="VILA-format JSON of the training conversations (rule s2s_assemble)")
+    parser.add_argument("--media", help="folder the records' video paths are relative to")
+    parser.add_argument("--run-dir", help="run folder: checkpoints, metrics.jsonl, logs, plan.json (kept)")
+    parser.add_argument("--out", help="checkpoint folder (written atomically)")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop after N steps (tests: preemption)")
+    parser.add_argument("--print-plan", action="store_true", help="print what would run, and exit")
+    parser.add_argument("--json", action="store_true", help="with --print-plan: print it as JSON")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from longvila.config_train import check_training
+        from longvila.train.curves import plot_loss_curves
+
+        cfg = load(args)
+        check_training(cfg)
+        if not 0 <= args.run < len(cfg.train.stage5):
+            raise ValueError(f"--run {args.run}: train.stage5 has {len(cfg.train.stage5)} runs")
+        keys = ("init", "data", "media", "run_dir", "out")
+        missing = [f"--{k.replace('_', '-')}" for k in keys if not getattr(args, k)]
+        if missing and not args.print_plan:
+            raise ValueError(f"missing {', '.join(missing)} (only --print-plan runs without them)")
+        run = cfg.train.stage5[args.run]
+        paths = {k: os.path.abspath(getattr(args, k)) if getattr(args, k) else f"<{k}>" for k in keys}
+        job = Job(name=f"stage5-{run.frames}f", target=TARGET, nodes=run.nodes, run_dir=Path(paths["run_dir"]),
+                  kwargs={"config": os.path.abspath(args.config), "overrides": list(args.overrides),
+                          "run": args.run, **paths, "stop_after": args.stop_after})
+        if args.print_plan:
+            return print_plan(job, cfg, as_json=args.json)
+        code = launch(job, cfg)
+        run_dir = Path(paths["run_dir"])
+        plot_loss_curves({f"stage5/{run.frames}f": run_dir / "metrics.jsonl"}, run_dir / "loss_curve.png",
+                         title=f"stage 5, {run.frames} frames")
+        return code
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

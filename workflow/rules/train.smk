@@ -1,0 +1,115 @@
+# Training: stage 4 (one rule run per context step, each from the previous step's merged checkpoint), a
+# passkey eval after every step, stage 5 (long-video SFT, one run per frame count), and the training report.
+# The training rules are local "launcher" rules: they start the ranks here (train.launcher: local) or submit
+# a SLURM job through submitit and wait. Intermediate checkpoints, metrics and per-rank logs live in
+# results/runs/ (not declared), so Snakemake never deletes them and a rerun resumes.
+import re
+
+STAGE4 = [s.context for s in CFG.train.stage4]
+STAGE5 = [f"{r.frames}f" for r in CFG.train.stage5]
+if len(set(STAGE4)) != len(STAGE4) or len(set(STAGE5)) != len(STAGE5):
+    raise ValueError("train.stage4 contexts and train.stage5 frame counts must be unique (each names a folder)")
+INIT_MODEL = CFG.model.checkpoint or f"results/init_model/{CFG.model.size}"
+STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else INIT_MODEL
+TRAIN_THREADS = CFG.train.cluster.cpu_processes if CFG.train.launcher == "local" and not CFG.train.cluster.gpus_per_node else 1
+
+
+wildcard_constraints:
+    s4="|".join(re.escape(c) for c in STAGE4) or "^$",
+    s5="|".join(re.escape(f) for f in STAGE5) or "^$",
+
+
+def stage4_init(wildcards):
+    i = STAGE4.index(wildcards.s4)
+    return INIT_MODEL if i == 0 else f"results/train_stage4/{STAGE4[i - 1]}"
+
+
+def training_targets():
+    return (expand("results/train_stage4/{s4}", s4=STAGE4) + expand("results/eval_passkey/{s4}", s4=STAGE4)
+            + expand("results/train_stage5/{s5}", s5=STAGE5) + ["results/train_report"])
+
+
+rule train_stage4:
+    input:
+        config=rules.resolve_config.output.config,
+        init=stage4_init,
+        shards="results/pack_shards/{s4}",
+    output:
+        directory("results/train_stage4/{s4}"),
+    params:
+        step=lambda wildcards: STAGE4.index(wildcards.s4),
+        run_dir="results/runs/stage4/{s4}",
+    threads: TRAIN_THREADS
+    localrule: True
+    log:
+        "logs/train_stage4/{s4}.log",
+    conda:
+        env("train")
+    message:
+        "Stage 4, context {wildcards.s4}: RoPE base up, LoRA + MM-SP training, merge (run dir {params.run_dir})"
+    shell:
+        "python -m pipeline.train_stage4 --config {input.config} --step {params.step} --init {input.init}"
+        " --shards {input.shards} --run-dir {params.run_dir} --out {output} > {log} 2>&1"
+
+
+rule eval_passkey:
+    input:
+        config=rules.resolve_config.output.config,
+        model="results/train_stage4/{s4}",
+        passkeys=f"{MADE_CORPUS}/{PASSKEYS_FILE}",
+    output:
+        directory("results/eval_passkey/{s4}"),
+    log:
+        "logs/eval_passkey/{s4}.log",
+    conda:
+        env("train")
+    message:
+        "Passkey retrieval after stage 4 {wildcards.s4} (its context length and the previous one)"
+    shell:
+        "python -m pipeline.eval_passkey --config {input.config} --context {wildcards.s4} --model {input.model}"
+        " --passkeys {input.passkeys} --out {output} > {log} 2>&1"
+
+
+rule train_stage5:
+    input:
+        config=rules.resolve_config.output.config,
+        init=STAGE4_FINAL,
+        data="results/s2s_assemble",
+        media=s2s_root(),
+    output:
+        directory("results/train_stage5/{s5}"),
+    params:
+        run=lambda wildcards: STAGE5.index(wildcards.s5),
+        run_dir="results/runs/stage5/{s5}",
+    threads: TRAIN_THREADS
+    localrule: True
+    log:
+        "logs/train_stage5/{s5}.log",
+    conda:
+        env("train")
+    message:
+        "Stage 5, {wildcards.s5}: long-video SFT with MM-SP (run dir {params.run_dir})"
+    shell:
+        "python -m pipeline.train_stage5 --config {input.config} --run {params.run} --init {input.init}"
+        " --data {input.data}/vila_train.json --media {input.media} --run-dir {params.run_dir} --out {output}"
+        " > {log} 2>&1"
+
+
+rule train_report:
+    input:
+        stage4=expand("results/train_stage4/{s4}", s4=STAGE4),
+        passkey=expand("results/eval_passkey/{s4}", s4=STAGE4),
+        stage5=expand("results/train_stage5/{s5}", s5=STAGE5),
+    output:
+        directory("results/train_report"),
+    params:
+        runs=[f"stage4/{c}" for c in STAGE4] + [f"stage5/{f}" for f in STAGE5],
+    log:
+        "logs/train_report/train_report.log",
+    conda:
+        env("train")
+    message:
+        "Training report: loss curves of every run, passkey accuracy per stage-4 step"
+    shell:
+        "python -m pipeline.train_report --runs-root results/runs --runs {params.runs}"
+        " --passkey {input.passkey} --out {output} > {log} 2>&1"
