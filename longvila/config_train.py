@@ -21,26 +21,62 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 @dataclass
 class ClusterConfig:
-    """Where training runs."""
+    """Where training runs: this machine (`train.launcher: local`) or SLURM nodes (`submitit`)."""
 
     nodes: int = 1
-    """Nodes (SLURM) or 1 (local)."""
+    """Most nodes one job may use; each stage-4 step / stage-5 run asks for its own `nodes` (<= this)."""
     gpus_per_node: int = 0
-    """GPUs per node; 0 = CPU processes with gloo (the default tiny configuration)."""
+    """GPUs per node, one rank (SLURM task) per GPU; 0 = CPU processes with gloo (the tiny configuration)."""
     cpu_processes: int = 4
     """Processes on this machine when gpus_per_node is 0."""
     partition: str | None = None
-    """SLURM partition (submitit)."""
+    """SLURM partition (sbatch --partition); null = the cluster's default."""
+    account: str | None = None
+    """SLURM account to charge (sbatch --account); null = your default account."""
     time_minutes: int = 240
     """SLURM time limit per job; runs are requeued on timeout/preemption and resume."""
+    cpus_per_task: int = 8
+    """CPU cores per SLURM task, i.e. per GPU (sbatch --cpus-per-task): data-loader workers plus one."""
+    mem_gb: int | None = 0
+    """Memory per node in GB (sbatch --mem); 0 = all of a node's memory, null = the partition's default."""
+    max_requeues: int = 3
+    """How often a timed-out job requeues itself (preempted jobs always do); submitit's max_num_timeout."""
+    signal_delay_s: int = 120
+    """Seconds before the time limit at which SLURM sends USR2, so the job can requeue itself in time."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines the sbatch script runs before srun, e.g. 'source .venv/bin/activate'."""
+    sbatch_extra: dict[str, str] = field(default_factory=dict)
+    """More sbatch options, e.g. {qos: high, exclusive: ''} ('' = a flag without value); long names only, and
+    none of those set from the keys above."""
+
+    # sbatch options the launcher sets itself -> the key that sets them (None: submitit's own)
+    _SBATCH_OWNED = {"nodes": "nodes of the step/run", "ntasks": "gpus_per_node", "ntasks-per-node": "gpus_per_node",
+                     "gpus": "gpus_per_node", "gpus-per-node": "gpus_per_node", "cpus-per-task": "cpus_per_task",
+                     "time": "time_minutes", "mem": "mem_gb", "partition": "partition", "account": "account",
+                     "signal": "signal_delay_s", "requeue": None, "job-name": None, "output": None, "error": None,
+                     "open-mode": None, "wckey": None}
 
     @property
     def world_size(self) -> int:
         return self.nodes * self.gpus_per_node if self.gpus_per_node else self.cpu_processes
 
     def __post_init__(self) -> None:
-        _check(self.nodes >= 1 and self.gpus_per_node >= 0 and self.cpu_processes >= 1, "cluster",
-               "need nodes >= 1, gpus_per_node >= 0, cpu_processes >= 1")
+        for name in ("nodes", "cpu_processes", "time_minutes", "cpus_per_task"):
+            _check(getattr(self, name) >= 1, f"cluster.{name}", f"must be >= 1, got {getattr(self, name)}")
+        for name in ("gpus_per_node", "max_requeues", "signal_delay_s"):
+            _check(getattr(self, name) >= 0, f"cluster.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(self.mem_gb is None or self.mem_gb >= 0, "cluster.mem_gb", f"must be >= 0 or null, got {self.mem_gb}")
+        _check(self.signal_delay_s < 60 * self.time_minutes, "cluster.signal_delay_s",
+               f"{self.signal_delay_s} s must be shorter than time_minutes ({self.time_minutes} min)")
+        for key in self.sbatch_extra:
+            name = key.lstrip("-")
+            _check(len(name) > 1 and "_" not in name, f"cluster.sbatch_extra.{key}",
+                   "write the long sbatch option name with dashes (e.g. mail-type, not mail_type or -A)")
+            _check(name not in self._SBATCH_OWNED, f"cluster.sbatch_extra.{key}",
+                   f"--{name} is set by the launcher (from {self._SBATCH_OWNED.get(name) or 'submitit'}); "
+                   "remove it from sbatch_extra")
+            _check(self.mem_gb is None or not name.startswith("mem-per-"), f"cluster.sbatch_extra.{key}",
+                   "--mem-per-* excludes --mem: set cluster.mem_gb to null to use it")
 
 
 @dataclass
@@ -147,6 +183,8 @@ def check_training(cfg) -> list[dict]:
 
     def topology(key: str, nodes: int, ulysses: int, ring: int) -> ParallelDims:
         world = nodes * t.cluster.gpus_per_node if t.cluster.gpus_per_node else t.cluster.cpu_processes
+        _check(nodes >= 1 and (not t.cluster.gpus_per_node or nodes <= t.cluster.nodes), f"{key}.nodes",
+               f"{nodes} must be between 1 and cluster.nodes ({t.cluster.nodes})")
         _check(not t.cluster.gpus_per_node or ulysses <= t.cluster.gpus_per_node, f"{key}.ulysses",
                f"{ulysses} exceeds gpus_per_node {t.cluster.gpus_per_node}: Ulysses groups stay inside a node")
         try:
