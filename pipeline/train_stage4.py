@@ -1,80 +1,75 @@
 """Rule `train_stage4` (one context step): extend the LLM's context with LoRA + MM-SP, merge, save.
 
-Launches `train.cluster.cpu_processes` local processes (gloo) — the `local` launcher — each running
-`longvila.train.stage4.run_stage4_step`; intermediate checkpoints live in --run-dir (not a rule output, so
-Snakemake never deletes them; a rerun resumes from the newest complete one); the merged checkpoint in the
-released layout is written to --out.
+Builds a `pipeline.launch.Job` whose target (`train_step`, below) runs `longvila.train.stage4.run_stage4_step`
+on every rank, and launches it with `train.launcher`: local processes (gloo on CPU, NCCL on GPUs) or a
+SLURM job through submitit that this command waits for. Intermediate checkpoints live in --run-dir (not a
+rule output, so Snakemake never deletes them; a rerun or a requeued job resumes from the newest complete
+one); the merged checkpoint in the released layout is written to --out. `--print-plan [--json]` prints the
+job (nodes, tasks, world, SP, DP, global batch, and the sbatch script for submitit) and runs nothing.
 
     python -m pipeline.train_stage4 --config results/resolve_config/config.yaml --step 0 \
         --init results/init_model/tiny --shards results/pack_shards/512 --run-dir results/runs/stage4/512 \
         --out results/train_stage4/512
+    python -m pipeline.train_stage4 --config config.yaml --step 0 --print-plan
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import sys
+from pathlib import Path
 
 from pipeline._stage import load, run_stage, stage_parser
+from pipeline.launch import Job, launch, print_plan
+
+TARGET = "pipeline.train_stage4:train_step"
 
 
-def _worker(rank: int, world: int, port: int, config: str, overrides: list[str], args: dict) -> None:
+def train_step(config: str, overrides: list[str], step: int, init: str, shards: str, run_dir: str, out: str,
+               stop_after: int | None = None) -> dict:
+    """Launch target, on every rank (process group up): one stage-4 step over the whole world."""
     import torch.distributed as dist
 
     from longvila.config import load_config_file
     from longvila.parallel import ParallelDims
     from longvila.train.stage4 import run_stage4_step
-    from longvila.utils.logging import init_logger
 
-    init_logger(rank=rank)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
     cfg = load_config_file(config, overrides)
-    step = cfg.train.stage4[args["step"]]
-    dims = ParallelDims(ulysses=step.ulysses, ring=step.ring, world_size=world).build()
-    run_stage4_step(cfg, args["step"], args["init"], args["shards"], args["run_dir"], args["out"], dims,
-                    stop_after=args["stop_after"])
-    dist.barrier()                               # gloo can abort at exit (ENVIRONMENT.md 2.3): leave cleanly
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    s = cfg.train.stage4[step]
+    dims = ParallelDims(ulysses=s.ulysses, ring=s.ring, world_size=dist.get_world_size()).build()
+    return run_stage4_step(cfg, step, init, shards, run_dir, out, dims, stop_after=stop_after)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--step", type=int, required=True, help="index into train.stage4")
-    parser.add_argument("--init", required=True, help="checkpoint to start from (released layout)")
-    parser.add_argument("--shards", required=True, help="the context's pack_shards folder")
-    parser.add_argument("--run-dir", required=True, help="run folder: checkpoints, metrics.jsonl (kept)")
-    parser.add_argument("--out", required=True, help="merged checkpoint folder (written atomically)")
+    parser.add_argument("--init", help="checkpoint to start from (released layout)")
+    parser.add_argument("--shards", help="the context's pack_shards folder")
+    parser.add_argument("--run-dir", help="run folder: checkpoints, metrics.jsonl, logs, plan.json (kept)")
+    parser.add_argument("--out", help="merged checkpoint folder (written atomically)")
     parser.add_argument("--stop-after", type=int, default=None, help="stop after N steps (tests: preemption)")
+    parser.add_argument("--print-plan", action="store_true", help="print what would run, and exit")
+    parser.add_argument("--json", action="store_true", help="with --print-plan: print it as JSON")
     args = parser.parse_args(argv)
 
     def body() -> int:
-        import torch.multiprocessing as mp
-
         from longvila.config_train import check_training
 
         cfg = load(args)
         check_training(cfg)
         if not 0 <= args.step < len(cfg.train.stage4):
             raise ValueError(f"--step {args.step}: train.stage4 has {len(cfg.train.stage4)} steps")
-        if cfg.train.launcher != "local" or cfg.train.cluster.gpus_per_node:
-            raise ValueError("pipeline.train_stage4 runs the local CPU launcher (train.launcher: local, "
-                             "cluster.gpus_per_node: 0); the GPU / SLURM launchers are not built yet")
-        world = cfg.train.cluster.cpu_processes
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        job = {"step": args.step, "init": args.init, "shards": args.shards, "run_dir": args.run_dir,
-               "out": args.out, "stop_after": args.stop_after}
-        ctx = mp.start_processes(_worker, args=(world, port, args.config, args.overrides, job), nprocs=world,
-                                 join=False, start_method="spawn")
-        while not ctx.join():
-            pass
-        return 0
+        missing = [f"--{k.replace('_', '-')}" for k in ("init", "shards", "run_dir", "out") if not getattr(args, k)]
+        if missing and not args.print_plan:
+            raise ValueError(f"missing {', '.join(missing)} (only --print-plan runs without them)")
+        step = cfg.train.stage4[args.step]
+        paths = {k: os.path.abspath(getattr(args, k)) if getattr(args, k) else f"<{k}>"
+                 for k in ("init", "shards", "run_dir", "out")}
+        job = Job(name=f"stage4-{step.context}", target=TARGET, nodes=step.nodes, run_dir=Path(paths["run_dir"]),
+                  kwargs={"config": os.path.abspath(args.config), "overrides": list(args.overrides),
+                          "step": args.step, **paths, "stop_after": args.stop_after})
+        if args.print_plan:
+            return print_plan(job, cfg, as_json=args.json)
+        return launch(job, cfg)
 
     return run_stage(body)
 

@@ -1,0 +1,400 @@
+"""Launching a distributed training job: local processes (torchrun-style) or SLURM through submitit.
+
+A `Job` names a target `"module:function"` that every rank calls as `function(**kwargs)` once the process
+group is up (the target finds its rank through `torch.distributed`). `launch(job, cfg)` runs it with the
+backend that `train.launcher` picks, waits, and returns 0 or raises with the failing rank's error;
+`describe(job, cfg)` is the plan that the training CLIs print with `--print-plan [--json]`. Both backends
+record the plan in `run_dir/plan.json` first.
+
+- `local`: one process per rank here: gloo with `cluster.cpu_processes` ranks when `cluster.gpus_per_node`
+  is 0, else NCCL with one rank per GPU; a free port and torchrun's variables (RANK, WORLD_SIZE,
+  LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Each rank writes `run_dir/logs/rank-XXXXX.log` (rank 0 also to
+  this console); the first failing rank stops the others and its log tail is raised. Ranks end with
+  barrier -> destroy_process_group -> flush -> os._exit: gloo on torch 2.13 can abort at interpreter exit
+  after the work is done (ENVIRONMENT.md 2.3).
+- `submitit`: one sbatch job of `nodes x gpus_per_node` tasks (one per GPU) from a fresh folder
+  `run_dir/submitit/<time>-<uid>` (SLURM job ids restart on a new cluster: never reuse a folder). The
+  callable, `SubmititRank`, is Checkpointable: on timeout or preemption it requeues itself and the target
+  resumes from the newest complete checkpoint in the run dir. submitit pickles the return value after the
+  callable returns, so a rank cannot os._exit there: it leaves the group (barrier, destroy_process_group)
+  and, after success only, registers an exit hook that calls os._exit(0) once the result is saved (risk
+  left: an abort before that hook shows a failed task that saved its result). Tests: `cluster="local"`.
+
+    python -m pipeline.train_stage4 --config config.yaml --step 0 --print-plan [--json]
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import json
+import os
+import pickle
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from longvila.utils.io import write_json_atomic
+from longvila.utils.logging import get_logger, init_logger
+
+PLAN_KEYS = ("name", "launcher", "backend", "target", "kwargs", "run_dir", "nodes", "tasks_per_node",
+             "gpus_per_node", "world_size", "training", "submitit")
+
+
+@dataclass
+class Job:
+    """One distributed run: `target(**kwargs)` on every rank."""
+
+    name: str
+    """E.g. 'stage4-512'; names the SLURM job and the submitit folder."""
+    target: str
+    """'module:function', called on every rank as function(**kwargs) after the process group is up."""
+    kwargs: dict
+    """Picklable, JSON-able keyword arguments for the target (paths are best made absolute)."""
+    run_dir: Path
+    """Logs, the submitit folders and plan.json go here (the run's intermediate checkpoints live here too)."""
+    nodes: int = 1
+    """Nodes (SLURM); the local launcher runs on one."""
+    run: str | None = None
+    """The `check_training` plan row shown by --print-plan, e.g. 'stage4/512'; None = from name."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for every rank."""
+
+
+def _shape(job: Job, cfg) -> tuple[int, int, int, str]:
+    """(nodes, tasks per node, GPUs per node, backend) of the job, or a ValueError naming the fix."""
+    c, launcher = cfg.train.cluster, cfg.train.launcher
+    if not c.gpus_per_node:
+        if job.nodes != 1:
+            raise ValueError(f"job {job.name}: {job.nodes} nodes need GPUs (train.cluster.gpus_per_node > 0); "
+                             "a CPU run is one machine with train.cluster.cpu_processes ranks")
+        return 1, c.cpu_processes, 0, "gloo"
+    if launcher == "local" and job.nodes != 1:
+        raise ValueError(f"job {job.name}: train.launcher 'local' runs on this machine only, but it asks for "
+                         f"{job.nodes} nodes; use train.launcher: submitit (SLURM)")
+    if not 1 <= job.nodes <= c.nodes:
+        raise ValueError(f"job {job.name}: {job.nodes} nodes; use 1 to train.cluster.nodes ({c.nodes})")
+    return job.nodes, c.gpus_per_node, c.gpus_per_node, "nccl"
+
+
+def submitit_parameters(job: Job, cfg) -> dict:
+    """Keyword arguments for `AutoExecutor.update_parameters`: generic names plus `slurm_*` ones."""
+    c = cfg.train.cluster
+    nodes, tasks, gpus, _ = _shape(job, cfg)
+    params = {"name": job.name, "nodes": nodes, "tasks_per_node": tasks, "gpus_per_node": gpus or None,
+              "cpus_per_task": c.cpus_per_task, "timeout_min": c.time_minutes,
+              "mem_gb": c.mem_gb or None, "slurm_partition": c.partition, "slurm_account": c.account,
+              "slurm_signal_delay_s": c.signal_delay_s, "slurm_setup": list(c.setup) or None,
+              # a rank that fails ends the job step at once, instead of its peers waiting in a collective
+              "slurm_srun_args": ["--kill-on-bad-exit=1"],
+              # --requeue: `scontrol requeue` (submitit's requeue) needs a requeueable job
+              "slurm_additional_parameters": {"requeue": True,
+                                              **{k.lstrip("-"): v if v != "" else True
+                                                 for k, v in c.sbatch_extra.items()}}}
+    if c.mem_gb == 0:
+        params["slurm_mem"] = "0"                # sbatch --mem=0: all of each node's memory
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def sbatch_script(params: dict, folder: Path) -> str:
+    """The sbatch file submitit's SlurmExecutor writes for these parameters, made by submitit's own
+    `_make_sbatch_string` after the same renaming AutoExecutor does (generic -> SLURM names; a `slurm_*`
+    value wins). Works without SLURM; the unit tests compare it with a real SlurmExecutor's file."""
+    from submitit import AutoExecutor
+    from submitit.slurm import slurm
+
+    folder = Path(folder).expanduser().absolute()
+    rename = slurm.SlurmExecutor._equivalence_dict()
+    generic = {rename.get(k, k): v for k, v in params.items() if k in AutoExecutor._valid_parameters()}
+    if "mem" in generic:
+        generic["mem"] = slurm._convert_mem(generic["mem"])
+    generic.update({k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")})
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return slurm._make_sbatch_string(command=command, folder=folder, **generic)
+
+
+def _fresh_folder(job: Job) -> Path:
+    return Path(job.run_dir).absolute() / "submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def describe(job: Job, cfg, *, folder: Path | None = None) -> dict:
+    """The plan of `job` (JSON-able; keys `PLAN_KEYS`): shape, backend, the `check_training` row (for a
+    'stage4/...' or 'stage5/...' run, None otherwise) and, for submitit, the parameters and the exact
+    sbatch script. Raises ValueError for an impossible shape or training config."""
+    from longvila.config_train import check_training
+
+    nodes, tasks, gpus, backend = _shape(job, cfg)
+    run = job.run or job.name.replace("-", "/", 1)
+    row = None
+    if run.split("/")[0] in ("stage4", "stage5"):                        # a training run: validate, show its row
+        row = next((r for r in check_training(cfg) if r["run"] == run), None)
+    submit = None
+    if cfg.train.launcher == "submitit":
+        folder = Path(folder) if folder else _fresh_folder(job)
+        params = submitit_parameters(job, cfg)
+        submit = {"folder": str(folder), "parameters": params, "sbatch": sbatch_script(params, folder)}
+    plan = {"name": job.name, "launcher": cfg.train.launcher, "backend": backend, "target": job.target,
+            "kwargs": job.kwargs, "run_dir": str(job.run_dir), "nodes": nodes, "tasks_per_node": tasks,
+            "gpus_per_node": gpus, "world_size": nodes * tasks, "training": row, "submitit": submit}
+    return json.loads(json.dumps(plan, default=str))
+
+
+def format_plan(plan: dict) -> str:
+    """`describe`'s plan as a table (and the sbatch script) for a terminal."""
+    row = plan["training"] or {}
+    cols = {"job": plan["name"], "launcher": plan["launcher"], "backend": plan["backend"], "nodes": plan["nodes"],
+            "tasks/node": plan["tasks_per_node"], "GPUs/node": plan["gpus_per_node"], "world": plan["world_size"],
+            "SP (UxR)": row.get("sp", "?"), "DP": row.get("dp", "?"), "global batch": row.get("global_batch", "?")}
+    widths = [max(len(k), len(str(v))) for k, v in cols.items()]
+    lines = ["  ".join(k.ljust(w) for k, w in zip(cols, widths)),
+             "  ".join(str(v).ljust(w) for v, w in zip(cols.values(), widths)),
+             f"target: {plan['target']}", f"run dir: {plan['run_dir']}"]
+    if plan["submitit"]:
+        lines += [f"sbatch script (submitit, folder {plan['submitit']['folder']}):", plan["submitit"]["sbatch"]]
+    return "\n".join(lines)
+
+
+def print_plan(job: Job, cfg, *, as_json: bool = False) -> int:
+    """Print the plan (--print-plan [--json]) without running anything; returns exit code 0."""
+    plan = describe(job, cfg)
+    print(json.dumps(plan, indent=2) if as_json else format_plan(plan), flush=True)
+    return 0
+
+
+def launch(job: Job, cfg, *, cluster: str | None = None) -> int:
+    """Run `job` with `cfg.train.launcher`, wait for it, and return 0; raise RuntimeError naming the failed
+    rank (its traceback, its log) otherwise. `cluster` picks submitit's executor ('slurm' by default;
+    'local' or 'debug' in tests)."""
+    Path(job.run_dir, "logs").mkdir(parents=True, exist_ok=True)
+    if cfg.train.launcher == "local":
+        write_json_atomic(Path(job.run_dir, "plan.json"), describe(job, cfg))
+        return _launch_local(job, cfg)
+    return _launch_submitit(job, cfg, cluster or "slurm")
+
+
+# ---------------------------------------------------------------------------------------------- ranks
+
+def _resolve(target: str):
+    module, _, name = target.partition(":")
+    if not name:
+        raise ValueError(f"launch target {target!r} must look like 'module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run_rank(target: str, kwargs: dict, backend: str, log_file: str | None):
+    """Inside one rank with the torch env set: logger, process group, target, leave the group."""
+    import torch
+    import torch.distributed as dist
+
+    rank = int(os.environ["RANK"])
+    init_logger(rank=rank, log_file=log_file)
+    if backend == "nccl":                        # one GPU per rank, whether a task sees all or one
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    dist.init_process_group(backend)
+    result = _resolve(target)(**kwargs)
+    dist.barrier()
+    dist.destroy_process_group()
+    return result
+
+
+def _exit_now(code: int = 0) -> None:
+    """Flush and leave without interpreter teardown, where gloo can abort (ENVIRONMENT.md 2.3)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _rank_main(payload_file: str) -> None:
+    """Entry of a local rank (`python -m pipeline.launch <payload>`); never returns."""
+    try:
+        payload = pickle.loads(Path(payload_file).read_bytes())
+        # stderr is this rank's log file (rank 0: teed to the console), so every rank logs to stderr
+        _run_rank(payload["target"], payload["kwargs"], payload["backend"],
+                  None if os.environ["RANK"] == "0" else "/dev/stderr")
+    except BaseException:                        # report, then exit non-zero
+        traceback.print_exc()
+        _exit_now(1)
+    _exit_now(0)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM (Snakemake or SLURM stopping the launcher) -> SystemExit, so `finally` stops the ranks."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tee(stream, path: Path) -> None:
+    with open(path, "ab") as f:
+        for line in iter(stream.readline, b""):
+            f.write(line)
+            f.flush()
+            sys.stderr.write(line.decode(errors="replace"))
+    stream.close()
+
+
+def _collateral(text: str) -> bool:
+    """Whether a rank's error is what it prints when a peer died first (gloo, NCCL): not the root cause."""
+    return any(c in text for c in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                                   "remote worker crashing", "NCCL communicator was aborted"))
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def rank_log(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir, "logs", f"rank-{rank:05d}.log")
+
+
+def _launch_local(job: Job, cfg) -> int:
+    _, world, _, backend = _shape(job, cfg)
+    payload = Path(job.run_dir, "logs", f"launch-{uuid.uuid4().hex[:8]}.pkl")
+    payload.write_bytes(pickle.dumps({"target": job.target, "kwargs": job.kwargs, "backend": backend}))
+    with socket.socket() as sock:                # a free port (torchrun's standalone mode does the same)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, **job.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "PYTHONUNBUFFERED": "1"}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))   # as torchrun
+    procs, threads = [], []
+    get_logger().info(f"{job.name}: {world} local ranks ({backend}), logs {rank_log(job.run_dir, 0).parent}/rank-*.log")
+    try:
+        with _sigterm_as_exit():
+            for rank in range(world):
+                path = rank_log(job.run_dir, rank)           # appended to: a resumed run keeps its history
+                with open(path, "a") as f:
+                    f.write(f"==== {job.name}: launch at {time.strftime('%Y-%m-%d %H:%M:%S')}, rank {rank}\n")
+                rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+                cmd = [sys.executable, "-m", "pipeline.launch", str(payload)]
+                if rank == 0:                    # rank 0 to its file and to this console
+                    p = subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                    threads.append(threading.Thread(target=_tee, args=(p.stdout, path), daemon=True))
+                    threads[-1].start()
+                else:
+                    with open(path, "ab") as f:
+                        p = subprocess.Popen(cmd, env=rank_env, stdout=f, stderr=subprocess.STDOUT)
+                procs.append(p)
+            failed = _wait_all(procs)
+        _stop(procs)                             # the survivors of a failure; then rank 0's output ends
+        for t in threads:
+            t.join(timeout=10)
+        if failed:
+            failed.sort(key=lambda rc: (_collateral(_tail(rank_log(job.run_dir, rc[0]))), rc[0]))
+            report = "\n".join(f"--- rank {r} (exit code {c}), {rank_log(job.run_dir, r)}:\n"
+                               f"{_tail(rank_log(job.run_dir, r))}" for r, c in failed)
+            raise RuntimeError(f"job {job.name}: rank {failed[0][0]} failed; the other ranks were stopped\n{report}")
+        return 0
+    finally:
+        _stop(procs)
+        payload.unlink(missing_ok=True)
+
+
+def _wait_all(procs: list) -> list[tuple[int, int]]:
+    """Wait until every rank exited 0 ([]), or until one failed: [(rank, exit code)] of the failed ones."""
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+        if failed or all(c == 0 for c in codes):
+            return failed
+        time.sleep(0.1)
+
+
+def _stop(procs: list, grace_s: float = 5.0) -> None:
+    alive = [p for p in procs if p.poll() is None]
+    for p in alive:
+        p.terminate()
+    deadline = time.time() + grace_s
+    for p in alive:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        p.kill()                                 # no-op for one that has exited
+        p.wait()
+
+
+# -------------------------------------------------------------------------------------------- submitit
+
+class SubmititRank(Checkpointable):
+    """The callable submitit runs on every task: export the torch env, run the target, return its result.
+    Checkpointable: on timeout/preemption submitit calls `checkpoint()` and requeues the same callable,
+    and the target resumes from the newest complete checkpoint in its run dir."""
+
+    def __init__(self, target: str, kwargs: dict, backend: str, run_dir: str, env: dict | None = None) -> None:
+        self.target, self.kwargs, self.backend, self.run_dir, self.env = target, kwargs, backend, run_dir, env or {}
+
+    def __call__(self):
+        from submitit.helpers import TorchDistributedEnvironment
+
+        os.environ.update(self.env)
+        # the GPU is picked from LOCAL_RANK in _run_rank, whether SLURM shows a task all GPUs or one
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        rank = int(os.environ["RANK"])
+        result = _run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, rank)))
+        # submitit pickles `result` after this returns: only then end the interpreter (see module docstring)
+        atexit.register(_exit_now)
+        return result
+
+    def checkpoint(self, *args, **kwargs):
+        """Requeue this same callable (the training state is in the run dir's checkpoints, not in self)."""
+        get_logger().info("requeueing: the job resumes from the newest complete checkpoint")
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def _launch_submitit(job: Job, cfg, cluster: str) -> int:
+    import submitit
+
+    nodes, tasks, _, backend = _shape(job, cfg)
+    folder = _fresh_folder(job)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
+                                         slurm_max_num_timeout=cfg.train.cluster.max_requeues)
+    except RuntimeError as e:                    # no srun on PATH
+        raise ValueError(f"train.launcher 'submitit' needs SLURM here ({e}); use train.launcher: local") from e
+    executor.update_parameters(**submitit_parameters(job, cfg))
+    plan = describe(job, cfg, folder=folder)
+    write_json_atomic(Path(job.run_dir, "plan.json"), plan)
+    sj = executor.submit(SubmititRank(job.target, job.kwargs, backend, str(Path(job.run_dir).absolute()), job.env))
+    log = get_logger()
+    log.info(f"{job.name}: submitted job {sj.job_id} ({nodes} x {tasks} tasks, {backend}); logs {folder}")
+    try:
+        with _sigterm_as_exit():
+            errors = [(t, sj.task(t).exception()) for t in range(sj.num_tasks)]
+    except BaseException:                        # the launcher was stopped: do not leave the job running
+        sj.cancel(check=False)
+        raise
+    # the root cause first: a task with its own traceback, not one that lost a peer or was stopped
+    errors = sorted([(t, e) for t, e in errors if e is not None],
+                    key=lambda te: (not isinstance(te[1], submitit.core.utils.FailedJobError),
+                                    _collateral(str(te[1])), te[0]))
+    if errors:
+        t, e = errors[0]
+        paths = sj.task(t).paths
+        raise RuntimeError(f"job {job.name}: submitit job {sj.job_id} failed in task {t} (state {sj.state}); "
+                           f"logs {paths.stderr} and {paths.stdout}\n{e}")
+    log.info(f"{job.name}: job {sj.job_id} finished")
+    return 0
+
+
+if __name__ == "__main__":
+    _rank_main(sys.argv[1])
