@@ -131,6 +131,8 @@ class Stage5Run:
     """DeepSpeed ZeRO stage (engine deepspeed)."""
     save_every: int = 20
     """Checkpoint every N optimizer steps (resume after preemption)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (a short demo run); null = all epochs."""
 
 
 @dataclass
@@ -212,9 +214,11 @@ def check_training(cfg) -> list[dict]:
                      "global_batch": dims.dp_degree * s.grad_accum, "steps": s.steps})
     for i, r in enumerate(t.stage5):
         key = f"stage5[{i}]"
-        _check(r.frames >= 1 and r.per_device_batch >= 1 and r.grad_accum >= 1 and r.epochs >= 1 and r.lr > 0
-               and r.save_every >= 0 and r.zero_stage in (0, 1, 2, 3), key,
-               "need frames, per_device_batch, grad_accum, epochs >= 1, lr > 0, save_every >= 0, zero_stage in 0..3")
+        least = min(r.frames, r.per_device_batch, r.grad_accum, r.epochs, 1 if r.max_steps is None else r.max_steps)
+        _check(least >= 1
+               and r.lr > 0 and r.save_every >= 0 and r.zero_stage in (0, 1, 2, 3), key,
+               "need frames, per_device_batch, grad_accum, epochs, max_steps >= 1, lr > 0, save_every >= 0, "
+               "zero_stage in 0..3")
         dims = topology(key, r.nodes, r.ulysses, r.ring)
         _check(r.frames >= dims.sp_degree, f"{key}.frames",
                f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")
