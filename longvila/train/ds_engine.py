@@ -22,12 +22,17 @@ How it maps onto DeepSpeed (0.19.8):
 * Direct model calls: the loop calls `model` (or `model.llm`) itself, but DeepSpeed's per-micro-step
   bookkeeping (ZeRO-3 gradient-accumulation ids, backward prologue, parameter-trace resets) runs in the
   engine's forward. DeepSpeed therefore wraps `_LossPassThrough(model)`, whose forward returns the loss it is
-  given; `backward` passes the loss through it. The model's parameters are its child's, so ZeRO-3's fetch
-  hooks sit on every submodule and gather the weights whichever module is called.
-* CPU: without CUDA, DeepSpeed's CPU accelerator is set explicitly (`set_accelerator`), as a subclass
-  without the shared-memory all-reduce kernel: DeepSpeed JIT-compiles that kernel on the first init (30-40 s,
-  ENVIRONMENT.md 2.4) for `inference_all_reduce` only; training collectives go through torch.distributed
-  (gloo) either way.
+  given, and `backward` passes the loss through it. Without that, ZeRO-3 overwrote the first micro-step's
+  gradient with the second's (grad_accum 2: grad-norm 0.51 instead of 0.76). The model is the pass-through's
+  child, so ZeRO-3's fetch hooks sit on every submodule and gather the weights whichever module is called;
+  parameters must therefore be used through their modules' forward (not read as `module.weight` elsewhere),
+  and outside `gathered()` a ZeRO-3 model's parameters are empty shards.
+* CPU: without CUDA, DeepSpeed's CPU accelerator is set explicitly (`set_accelerator`, its public API), as a
+  subclass without the shared-memory all-reduce kernel. DeepSpeed JIT-compiles that kernel on every first
+  init on a machine (ENVIRONMENT.md 2.4; measured 160 s on a loaded 2-core machine, then 4.7 s cached) for
+  `inference_all_reduce` only; training collectives go through torch.distributed (gloo) either way. Init
+  without it: 6.6 s, no compiler run, nothing cached.
+* Launch: DeepSpeed reads LOCAL_RANK (torchrun and pipeline.launch set it).
 
 `deepspeed` is imported lazily (about 10 s), so `ds_config` costs nothing to import.
 """
@@ -179,6 +184,7 @@ class DeepSpeedEngine:
         if not (Path(folder) / TAG).is_dir():
             raise ValueError(f"{folder} has no {TAG}/: it was written by another engine (train.engine); "
                              "resume with the same engine or start a fresh run directory")
+        # not strict: `save` leaves the frozen weights out (they come from the run's starting checkpoint)
         path, _ = self.ds.load_checkpoint(str(folder), tag=TAG, load_module_strict=False,
                                           load_optimizer_states=True, load_lr_scheduler_states=True)
         if path is None:

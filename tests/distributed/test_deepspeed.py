@@ -105,8 +105,8 @@ def _parity_and_loop(rank, world, run_dir):
     parent, engine = _setup(dims, "deepspeed", zero_stage=3, grad_accum=2)
     out["zero3"] = _steps(parent, engine, dims, grad_accum=2)
     out["zero3_merged"] = _merged(parent, engine, rank)
-    parent, engine = _setup(dims, "deepspeed", zero_stage=2, grad_accum=1)
-    out["zero2"] = _steps(parent, engine, dims, grad_accum=1)
+    parent, engine = _setup(dims, "deepspeed", zero_stage=2, grad_accum=2)
+    out["zero2"] = _steps(parent, engine, dims, grad_accum=2)
     out["straight"] = _train_with_loop(dims, f"{run_dir}/straight")
     out["preempted"] = _train_with_loop(dims, f"{run_dir}/resumed", stop_after=3)
     return out
@@ -126,24 +126,21 @@ def test_zero_stages_under_2d_sp_match_one_process_and_resume(tmp_path):
 
     spawned = ThreadPoolExecutor(1).submit(run_distributed, _parity_and_loop, 4, str(tmp_path))
     dims = ParallelDims(world_size=1)                     # the reference runs while the ranks start
-    ref = {}
-    for grad_accum in (1, 2):
-        parent, engine = _setup(dims, "torch", grad_accum=grad_accum)
-        ref[grad_accum] = _steps(parent, engine, dims, grad_accum)
-        if grad_accum == 2:
-            ref["merged"] = _merged(parent, engine, 0)
+    parent, engine = _setup(dims, "torch", grad_accum=2)
+    ref_losses, ref_lrs, ref_norms = _steps(parent, engine, dims, grad_accum=2)
+    ref_merged = _merged(parent, engine, 0)
     results = spawned.result()
+    assert ref_losses[-1] < ref_losses[0] and ref_lrs == [LR / 2, LR, LR]        # it learns; warm-up
     for rank, out in enumerate(results):
-        for case, grad_accum in (("zero3", 2), ("zero2", 1)):
+        for case in ("zero3", "zero2"):
             losses, lrs, norms = out[case]
-            assert max(abs(a - b) for a, b in zip(losses, ref[grad_accum][0])) < TOL, (case, rank, losses, ref)
-            assert lrs == ref[grad_accum][1] == [LR / 2, LR, LR], (case, lrs)
-            assert max(abs(a / b - 1) for a, b in zip(norms, ref[grad_accum][2])) < 1e-4, (case, norms, ref)
-    assert ref[1][0][-1] < ref[1][0][0] and ref[2][0][-1] < ref[2][0][0]          # it learns
+            assert max(abs(a - b) for a, b in zip(losses, ref_losses)) < TOL, (case, rank, losses, ref_losses)
+            assert lrs == ref_lrs, (case, lrs)
+            assert max(abs(a / b - 1) for a, b in zip(norms, ref_norms)) < 1e-5, (case, norms, ref_norms)
     merged = results[0]["zero3_merged"]
-    assert merged.keys() == ref["merged"].keys()
-    for name, w in ref["merged"].items():
-        assert abs(merged[name] - w).max() < 1e-4, (name, abs(merged[name] - w).max())
+    assert merged.keys() == ref_merged.keys()
+    for name, w in ref_merged.items():
+        assert abs(merged[name] - w).max() < 1e-5, (name, abs(merged[name] - w).max())
 
     straight = results[0]["straight"]
     assert len(straight) == 4 and straight[-1] < straight[0]
