@@ -121,15 +121,17 @@ def _resume(rank, world, run_dir):
     return _train_with_loop(dims, f"{run_dir}/resumed")
 
 
+@pytest.mark.slow
 def test_zero_stages_under_2d_sp_match_one_process_and_resume(tmp_path):
     from longvila.parallel import ParallelDims
 
-    spawned = ThreadPoolExecutor(1).submit(run_distributed, _parity_and_loop, 4, str(tmp_path))
-    dims = ParallelDims(world_size=1)                     # the reference runs while the ranks start
-    parent, engine = _setup(dims, "torch", grad_accum=2)
-    ref_losses, ref_lrs, ref_norms = _steps(parent, engine, dims, grad_accum=2)
-    ref_merged = _merged(parent, engine, 0)
-    results = spawned.result()
+    with ThreadPoolExecutor(1) as pool:                   # the reference runs while the ranks start
+        spawned = pool.submit(run_distributed, _parity_and_loop, 4, str(tmp_path))
+        dims = ParallelDims(world_size=1)
+        parent, engine = _setup(dims, "torch", grad_accum=2)
+        ref_losses, ref_lrs, ref_norms = _steps(parent, engine, dims, grad_accum=2)
+        ref_merged = _merged(parent, engine, 0)
+        results = spawned.result()
     assert ref_losses[-1] < ref_losses[0] and ref_lrs == [LR / 2, LR, LR]        # it learns; warm-up
     for rank, out in enumerate(results):
         for case in ("zero3", "zero2"):
