@@ -4,7 +4,8 @@ Builds a `pipeline.launch.Job` whose target (`train_step`, below) runs `longvila
 on every rank, and launches it with `train.launcher`: local processes (gloo on CPU, NCCL on GPUs) or a
 SLURM job through submitit that this command waits for. Intermediate checkpoints live in --run-dir (not a
 rule output, so Snakemake never deletes them; a rerun or a requeued job resumes from the newest complete
-one); the merged checkpoint in the released layout is written to --out. `--print-plan [--json]` prints the
+one); the merged checkpoint in the released layout is written to --out, the loss curve to
+--run-dir/loss_curve.png. `--print-plan [--json]` prints the
 job (nodes, tasks, world, SP, DP, global batch, and the sbatch script for submitit) and runs nothing.
 
     python -m pipeline.train_stage4 --config results/resolve_config/config.yaml --step 0 \
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from longvila.config_train import check_training
+        from longvila.train.curves import plot_loss_curves
 
         cfg = load(args)
         check_training(cfg)
@@ -69,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                           "step": args.step, **paths, "stop_after": args.stop_after})
         if args.print_plan:
             return print_plan(job, cfg, as_json=args.json)
-        return launch(job, cfg)
+        code = launch(job, cfg)
+        run_dir = Path(paths["run_dir"])
+        plot_loss_curves({f"stage4/{step.context}": run_dir / "metrics.jsonl"}, run_dir / "loss_curve.png",
+                         title=f"stage 4, context {step.context}")
+        return code
 
     return run_stage(body)
 
