@@ -16,11 +16,8 @@ job (nodes, tasks, world, SP, DP, global batch, and the sbatch script for submit
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from pipeline._stage import load, run_stage, stage_parser
-from pipeline.launch import Job, launch, print_plan
+from pipeline._train import add_run_args, run_training
 
 TARGET = "pipeline.train_stage4:train_step"
 
@@ -45,37 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, required=True, help="index into train.stage4")
     parser.add_argument("--init", help="checkpoint to start from (released layout)")
     parser.add_argument("--shards", help="the context's pack_shards folder")
-    parser.add_argument("--run-dir", help="run folder: checkpoints, metrics.jsonl, logs, plan.json (kept)")
-    parser.add_argument("--out", help="merged checkpoint folder (written atomically)")
-    parser.add_argument("--stop-after", type=int, default=None, help="stop after N steps (tests: preemption)")
-    parser.add_argument("--print-plan", action="store_true", help="print what would run, and exit")
-    parser.add_argument("--json", action="store_true", help="with --print-plan: print it as JSON")
+    add_run_args(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:
         from longvila.config_train import check_training
-        from longvila.train.curves import plot_loss_curves
 
         cfg = load(args)
         check_training(cfg)
         if not 0 <= args.step < len(cfg.train.stage4):
             raise ValueError(f"--step {args.step}: train.stage4 has {len(cfg.train.stage4)} steps")
-        missing = [f"--{k.replace('_', '-')}" for k in ("init", "shards", "run_dir", "out") if not getattr(args, k)]
-        if missing and not args.print_plan:
-            raise ValueError(f"missing {', '.join(missing)} (only --print-plan runs without them)")
         step = cfg.train.stage4[args.step]
-        paths = {k: os.path.abspath(getattr(args, k)) if getattr(args, k) else f"<{k}>"
-                 for k in ("init", "shards", "run_dir", "out")}
-        job = Job(name=f"stage4-{step.context}", target=TARGET, nodes=step.nodes, run_dir=Path(paths["run_dir"]),
-                  kwargs={"config": os.path.abspath(args.config), "overrides": list(args.overrides),
-                          "step": args.step, **paths, "stop_after": args.stop_after})
-        if args.print_plan:
-            return print_plan(job, cfg, as_json=args.json)
-        code = launch(job, cfg)
-        run_dir = Path(paths["run_dir"])
-        plot_loss_curves({f"stage4/{step.context}": run_dir / "metrics.jsonl"}, run_dir / "loss_curve.png",
-                         title=f"stage 4, context {step.context}")
-        return code
+        return run_training(args, cfg, name=f"stage4-{step.context}", target=TARGET, nodes=step.nodes,
+                            paths=("init", "shards"), extra={"step": args.step},
+                            curve=(f"stage4/{step.context}", f"stage 4, context {step.context}"))
 
     return run_stage(body)
 

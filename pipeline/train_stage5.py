@@ -14,11 +14,8 @@ curve to --run-dir/loss_curve.png. `--print-plan [--json]` prints the job and ru
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from pipeline._stage import load, run_stage, stage_parser
-from pipeline.launch import Job, launch, print_plan
+from pipeline._train import add_run_args, run_training
 
 TARGET = "pipeline.train_stage5:train_run"
 
@@ -45,37 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", help="checkpoint to start from (the last stage-4 merge, released layout)")
     parser.add_argument("--data", help="VILA-format JSON of the training conversations (rule s2s_assemble)")
     parser.add_argument("--media", help="folder the records' video paths are relative to")
-    parser.add_argument("--run-dir", help="run folder: checkpoints, metrics.jsonl, logs, plan.json (kept)")
-    parser.add_argument("--out", help="checkpoint folder (written atomically)")
-    parser.add_argument("--stop-after", type=int, default=None, help="stop after N steps (tests: preemption)")
-    parser.add_argument("--print-plan", action="store_true", help="print what would run, and exit")
-    parser.add_argument("--json", action="store_true", help="with --print-plan: print it as JSON")
+    add_run_args(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:
         from longvila.config_train import check_training
-        from longvila.train.curves import plot_loss_curves
 
         cfg = load(args)
         check_training(cfg)
         if not 0 <= args.run < len(cfg.train.stage5):
             raise ValueError(f"--run {args.run}: train.stage5 has {len(cfg.train.stage5)} runs")
-        keys = ("init", "data", "media", "run_dir", "out")
-        missing = [f"--{k.replace('_', '-')}" for k in keys if not getattr(args, k)]
-        if missing and not args.print_plan:
-            raise ValueError(f"missing {', '.join(missing)} (only --print-plan runs without them)")
         run = cfg.train.stage5[args.run]
-        paths = {k: os.path.abspath(getattr(args, k)) if getattr(args, k) else f"<{k}>" for k in keys}
-        job = Job(name=f"stage5-{run.frames}f", target=TARGET, nodes=run.nodes, run_dir=Path(paths["run_dir"]),
-                  kwargs={"config": os.path.abspath(args.config), "overrides": list(args.overrides),
-                          "run": args.run, **paths, "stop_after": args.stop_after})
-        if args.print_plan:
-            return print_plan(job, cfg, as_json=args.json)
-        code = launch(job, cfg)
-        run_dir = Path(paths["run_dir"])
-        plot_loss_curves({f"stage5/{run.frames}f": run_dir / "metrics.jsonl"}, run_dir / "loss_curve.png",
-                         title=f"stage 5, {run.frames} frames")
-        return code
+        return run_training(args, cfg, name=f"stage5-{run.frames}f", target=TARGET, nodes=run.nodes,
+                            paths=("init", "data", "media"), extra={"run": args.run},
+                            curve=(f"stage5/{run.frames}f", f"stage 5, {run.frames} frames"))
 
     return run_stage(body)
 
