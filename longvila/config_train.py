@@ -145,6 +145,8 @@ class TrainConfig:
     """'local' (processes on this machine) or 'submitit' (SLURM)."""
     layout: str = "zigzag"
     """Sequence layout over the SP group."""
+    precision: str = "auto"
+    """'auto' (bf16 on GPUs, fp32 on CPU), 'bf16' or 'fp32'; fp32 master weights either way."""
     seed: int = 0
     """Seed of data order and initialisation."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -167,6 +169,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.engine in ENGINES, "engine", f"use one of {ENGINES}")
         _check(self.launcher in LAUNCHERS, "launcher", f"use one of {LAUNCHERS}")
+        _check(self.precision in ("auto", "bf16", "fp32"), "precision", "use auto, bf16 or fp32")
         _check(self.lr > 0 and self.warmup_steps >= 0 and self.lora_r >= 1 and self.lora_alpha > 0, "lr/lora",
                "need lr > 0, warmup_steps >= 0, lora_r >= 1, lora_alpha > 0")
 
@@ -202,6 +205,8 @@ def check_training(cfg) -> list[dict]:
         _check(s.context in contexts, f"{key}.context", f"{s.context!r} is not in pack.contexts {sorted(contexts)}")
         _check(s.steps >= 1 and s.grad_accum >= 1 and s.save_every >= 0 and s.zero_stage in (0, 1, 2, 3), key,
                "need steps >= 1, grad_accum >= 1, save_every >= 0, zero_stage in 0..3")
+        _check(t.engine != "deepspeed" or s.zero_stage in (2, 3), f"{key}.zero_stage",
+               f"{s.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
         dims = topology(key, s.nodes, s.ulysses, s.ring)
         seq = contexts[s.context]
         div = dims.seq_len_divisor(t.layout)
@@ -219,6 +224,8 @@ def check_training(cfg) -> list[dict]:
                and r.lr > 0 and r.save_every >= 0 and r.zero_stage in (0, 1, 2, 3), key,
                "need frames, per_device_batch, grad_accum, epochs, max_steps >= 1, lr > 0, save_every >= 0, "
                "zero_stage in 0..3")
+        _check(t.engine != "deepspeed" or r.zero_stage in (2, 3), f"{key}.zero_stage",
+               f"{r.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
         dims = topology(key, r.nodes, r.ulysses, r.ring)
         _check(r.frames >= dims.sp_degree, f"{key}.frames",
                f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")

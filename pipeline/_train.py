@@ -24,8 +24,14 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
 def run_training(args: argparse.Namespace, cfg, *, name: str, target: str, nodes: int, paths: tuple[str, ...],
                  extra: dict, curve: tuple[str, str]) -> int:
     """Build the Job (absolute paths; `<name>` placeholders for --print-plan without them), then print the
-    plan or launch it and draw the run's loss curve (`curve` = (legend, title)) into the run folder."""
+    plan, or write the resolved config.yaml into the run folder, launch, and draw the run's loss curve
+    (`curve` = (legend, title)) there."""
+    import yaml
+
+    from longvila.config import config_to_dict
     from longvila.train.curves import plot_loss_curves
+    from longvila.utils.io import write_text_atomic
+    from longvila.utils.logging import get_logger
     from pipeline.launch import Job, launch, print_plan
 
     keys = (*paths, "run_dir", "out")
@@ -39,6 +45,11 @@ def run_training(args: argparse.Namespace, cfg, *, name: str, target: str, nodes
                       **resolved, "stop_after": args.stop_after})
     if args.print_plan:
         return print_plan(job, cfg, as_json=args.json)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     code = launch(job, cfg)
-    plot_loss_curves({curve[0]: run_dir / "metrics.jsonl"}, run_dir / "loss_curve.png", title=curve[1])
+    try:
+        plot_loss_curves({curve[0]: run_dir / "metrics.jsonl"}, run_dir / "loss_curve.png", title=curve[1])
+    except (OSError, ValueError, KeyError) as e:        # a plot must never fail a finished training run
+        get_logger().warning(f"no loss curve for {run_dir}: {e}")
     return code

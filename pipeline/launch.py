@@ -230,7 +230,8 @@ def _rank_main(payload_file: str) -> None:
 
 @contextlib.contextmanager
 def _sigterm_as_exit():
-    """SIGTERM (Snakemake or SLURM stopping the launcher) -> SystemExit, so `finally` stops the ranks."""
+    """SIGTERM / SIGHUP (Snakemake, SLURM or a lost terminal stopping the launcher) -> SystemExit, so
+    `finally` stops the ranks."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -238,11 +239,21 @@ def _sigterm_as_exit():
     def handler(signum, frame):
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}  # HUP: ssh dropped
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def _die_with_parent() -> None:
+    """preexec_fn of a local rank (Linux): SIGKILL it when the launcher dies, even by SIGKILL, so no orphan
+    keeps training into the run folder that a rerun will use."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG = 1
 
 
 def _tee(stream, path: Path) -> None:
@@ -289,12 +300,14 @@ def _launch_local(job: Job, cfg) -> int:
                 rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
                 cmd = [sys.executable, "-m", "pipeline.launch", str(payload)]
                 if rank == 0:                    # rank 0 to its file and to this console
-                    p = subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                    p = subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent)
                     threads.append(threading.Thread(target=_tee, args=(p.stdout, path), daemon=True))
                     threads[-1].start()
                 else:
                     with open(path, "ab") as f:
-                        p = subprocess.Popen(cmd, env=rank_env, stdout=f, stderr=subprocess.STDOUT)
+                        p = subprocess.Popen(cmd, env=rank_env, stdout=f, stderr=subprocess.STDOUT,
+                                             preexec_fn=_die_with_parent)
                 procs.append(p)
             failed = _wait_all(procs)
         _stop(procs)                             # the survivors of a failure; then rank 0's output ends

@@ -57,6 +57,10 @@ class LongVILAForCausalLM(PreTrainedModel):
         self.vision_tower = vision_tower if vision_tower is not None else SiglipVisionModel(config.vision_config())
         self.mm_projector = mm_projector if mm_projector is not None else MultimodalProjector(
             config.projector_type, self.vision_tower.config.hidden_size, self.llm.config.hidden_size)
+        # LongVILA reads a hidden layer (mm_vision_select_layer), never SigLIP's pooling head: skip computing it
+        # (its weights stay in the checkpoint). The head also reads nn.MultiheadAttention's weights directly,
+        # which DeepSpeed ZeRO-3 cannot gather.
+        getattr(self.vision_tower, "vision_model", self.vision_tower).use_head = False
         self.post_init()
 
     # ---------------------------------------------------------------- media

@@ -105,3 +105,21 @@ def all_to_all_4d(x: torch.Tensor, group, scatter_dim: int, gather_dim: int, sta
     if scatter_sizes is not None and sum(scatter_sizes) != x.shape[scatter_dim]:
         raise ValueError(f"scatter_sizes {scatter_sizes} do not add up to dim {scatter_dim}'s size {x.shape[scatter_dim]}")
     return _AllToAll.apply(x, group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes)
+
+
+def collective_device() -> torch.device:
+    """Where small bookkeeping tensors (counts, logged values) must live for a collective: the current CUDA
+    device under NCCL, the CPU under gloo or without a process group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def world_sum(value: float, group=None) -> float:
+    """The sum of a per-rank number over `group` (default: the world) in float64; the value itself without a
+    process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t, group=group)
+    return float(t.item())

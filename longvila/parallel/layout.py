@@ -48,7 +48,9 @@ def infer_seq_len(local_len: int, dims: ParallelDims, layout: str) -> int:
         return local_len * dims.sp_degree
     import torch.distributed as dist
 
-    mine = torch.tensor([local_len], dtype=torch.int64)
+    from longvila.parallel.comm import collective_device
+
+    mine = torch.tensor([local_len], dtype=torch.int64, device=collective_device())
     parts = [torch.zeros_like(mine) for _ in range(dims.sp_degree)]
     dist.all_gather(parts, mine, group=dims.group("sp"))
     return int(torch.cat(parts).sum())

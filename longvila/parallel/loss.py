@@ -10,30 +10,29 @@ must be given `loss * dims.dp_degree` (see `token_mean_loss`'s `dp_averaged`).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from longvila.parallel.comm import world_sum
 from longvila.parallel.dims import ParallelDims
 
 IGNORE_INDEX = -100
 
 
 def token_mean_loss(logits_SV: torch.Tensor, targets_S: torch.Tensor, dims: ParallelDims,
-                    dp_averaged: bool = False) -> tuple[torch.Tensor, int]:
+                    dp_averaged: bool = False, total: int | None = None) -> tuple[torch.Tensor, int]:
     """(this rank's share of the global token-mean cross-entropy, the global supervised-token count).
 
     Args:
         logits_SV: [S_loc, V] this rank's logits; targets_S: [S_loc] next-token targets (-100 = ignored),
             already shifted before sharding.
         dp_averaged: the engine averages gradients over DP ranks: scale by dp_degree to keep the exact mean.
+        total: the global supervised-token count to divide by when the caller knows it (e.g. over a whole
+            gradient-accumulation window); by default this call's count over the world (one all-reduce).
     Process group: the whole world (SP and DP) for the count.
     """
     local_sum = F.cross_entropy(logits_SV.float() if logits_SV.dtype in (torch.float16, torch.bfloat16)
                                 else logits_SV, targets_S, ignore_index=IGNORE_INDEX, reduction="sum")
-    count = torch.tensor([(targets_S != IGNORE_INDEX).sum().item()], dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(count)
-    total = int(count.item())
+    total = int(world_sum(int((targets_S != IGNORE_INDEX).sum()))) if total is None else total
     if total == 0:
         raise ValueError("no supervised token in the whole global batch (every label is -100); check the data")
     scale = dims.dp_degree if dp_averaged else 1

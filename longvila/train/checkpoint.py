@@ -11,8 +11,12 @@ marker and renames the folder into place. A run killed mid-save leaves at most t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import shutil
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +32,16 @@ def _barrier() -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
 
@@ -85,3 +94,47 @@ def load_latest(run_dir: str | Path, engine, rank: int = 0) -> dict | None:
     engine.load(folder, rank)
     set_rng_state(torch.load(rng, weights_only=False))
     return torch.load(folder / "state.pt", weights_only=False)
+
+
+def file_stamps(*paths: str | Path) -> dict:
+    """(size, mtime) of every file under `paths`: the identity of a run's inputs (a rebuilt input changes it)
+    without reading gigabytes of weights."""
+    stamps = {}
+    for root in map(Path, paths):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            st = f.stat()
+            stamps[str(f)] = [st.st_size, st.st_mtime_ns]
+    return stamps
+
+
+def train_fingerprint(train_cfg) -> dict:
+    """The `train:` settings a run's result depends on (not the per-step lists, not where it runs)."""
+    return {k: v for k, v in asdict(train_cfg).items() if k not in ("stage4", "stage5", "cluster", "launcher")}
+
+
+def claim_run_dir(run_dir: str | Path, fingerprint: dict, rank: int = 0) -> None:
+    """Collective: make `run_dir` this run's. Its `run.json` records what the run depends on (the step's
+    config, the world size, the input files' stamps); if a previous run there depended on something else
+    (a changed config or rebuilt input), its checkpoints and metrics are moved to `stale-<time>/` and training
+    starts afresh instead of resuming a run of other inputs. Nothing is deleted."""
+    from longvila.utils.io import write_text_atomic
+    from longvila.utils.logging import get_logger
+
+    run_dir = Path(run_dir)
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = run_dir / "run.json"
+        old = json.loads(record.read_text()).get("fingerprint") if record.is_file() else None
+        leftovers = [p for p in (run_dir / "checkpoints", run_dir / "metrics.jsonl") if p.exists()]
+        if old != digest and leftovers:
+            stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+            stale.mkdir()
+            for p in leftovers:
+                p.rename(stale / p.name)
+            get_logger().warning(f"{run_dir}: its checkpoints are of another configuration or other inputs; "
+                                 f"moved to {stale.name}/ and starting afresh")
+        write_text_atomic(record, json.dumps({"fingerprint": digest, "depends_on": fingerprint}, indent=1,
+                                             default=str))
+    _barrier()

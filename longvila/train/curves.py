@@ -10,17 +10,20 @@ from pathlib import Path
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a metrics.jsonl (a missing file = no rows); a malformed line is an error naming it."""
+    """The rows of a metrics.jsonl (a missing file = no rows); a torn or malformed line (a run killed while
+    writing it) is skipped with a warning."""
+    from longvila.utils.logging import get_logger
+
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not a JSON line ({e})") from e
+            except json.JSONDecodeError:
+                get_logger().warning(f"{path}:{i}: not a JSON line, skipped")
     return rows
 
 

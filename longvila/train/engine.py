@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from longvila.parallel.comm import world_sum
 from longvila.parallel.dims import ParallelDims
 from longvila.parallel.layout import shard_sequence
 from longvila.parallel.loss import IGNORE_INDEX, token_mean_loss
@@ -97,10 +98,24 @@ def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims, layout: str = "z
 def global_value(x: torch.Tensor | float, dims: ParallelDims) -> float:
     """The sum of a per-rank scalar over the world: the global batch's loss from every rank's share of the
     global token mean (SP and DP ranks alike; `token_mean_loss` already divides by the world's token count)."""
-    t = torch.tensor([float(x)], dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return float(t)
+    return world_sum(float(x))
+
+
+def use_bf16(precision: str) -> bool:
+    """train.precision: 'bf16', 'fp32', or 'auto' = bf16 on CUDA, fp32 on CPU."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"train.precision {precision!r}: use auto, bf16 or fp32")
+    return precision == "bf16" or (precision == "auto" and torch.cuda.is_available())
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast of the forward for the torch engine (fp32 master weights); a no-op when not enabled."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def training_device() -> torch.device:
+    """This rank's device: its CUDA device (the launcher sets it from LOCAL_RANK) when there is one, else CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def make_engine(kind: str, model: torch.nn.Module, dims: ParallelDims, *, lr: float, lr_lambda, grad_accum: int,

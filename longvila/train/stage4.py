@@ -12,6 +12,7 @@ released layout (vision tower and projector carried over, tokenizer included) to
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,24 +23,31 @@ from longvila.utils.logging import get_logger
 
 
 class PackedRows:
-    """Rows of a packed data set folder (part-*.parquet, `input_ids`), read lazily by index."""
+    """Rows of a packed data set folder (part-*.parquet, `input_ids`), read lazily by index: only the row
+    group that holds the row is read (and kept until another one is needed), never a whole part file."""
 
     def __init__(self, folder: str | Path) -> None:
-        self.files = sorted(Path(folder).glob("part-*.parquet"))
-        if not self.files:
+        self.folder = Path(folder)
+        files = sorted(self.folder.glob("part-*.parquet"))
+        if not files:
             raise ValueError(f"{folder} has no part-*.parquet; run rule pack_shards for this context first")
-        self.counts = [pq.read_metadata(f).num_rows for f in self.files]
-        self._cache: tuple[int, list] | None = None
+        self.groups = []                               # (file, row group, rows), in row order
+        for f in files:
+            meta = pq.read_metadata(f)
+            self.groups += [(f, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+        self._cache: tuple[int, object] | None = None
 
     def __len__(self) -> int:
-        return sum(self.counts)
+        return sum(n for _, _, n in self.groups)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        for f, (path, n) in enumerate(zip(self.files, self.counts)):
+        for k, (path, group, n) in enumerate(self.groups):
             if i < n:
-                if self._cache is None or self._cache[0] != f:
-                    self._cache = (f, pq.read_table(path, columns=["input_ids"]).column("input_ids").to_pylist())
-                return torch.tensor(self._cache[1][i], dtype=torch.long)
+                if self._cache is None or self._cache[0] != k:
+                    column = pq.ParquetFile(path).read_row_group(group, columns=["input_ids"]).column("input_ids")
+                    self._cache = (k, column.combine_chunks())
+                values = self._cache[1][i].values.to_numpy(zero_copy_only=False)
+                return torch.from_numpy(values.astype("int64"))
             i -= n
         raise IndexError(i)
 
@@ -52,14 +60,21 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
 
     from longvila.model import LongVILAForCausalLM
     from longvila.parallel.parallelize import apply_sequence_parallel
-    from longvila.train.engine import lm_loss, make_engine
+    from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
+    from longvila.train.engine import autocast, lm_loss, make_engine, training_device, use_bf16
     from longvila.train.lora import apply_lora, merge_lora
     from longvila.train.loop import train
     from longvila.train.rope import set_rope_base
 
     t, step = cfg.train, cfg.train.stage4[step_index]
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    device, bf16 = training_device(), use_bf16(t.precision)
+    claim_run_dir(run_dir, {"stage4": asdict(step), "train": train_fingerprint(t), "world": dims.world_size,
+                            "inputs": file_stamps(init_dir, shards_dir)}, rank)
     torch.manual_seed(t.seed)
     model = LongVILAForCausalLM.from_pretrained(init_dir)
+    saved_dtype = next(model.parameters()).dtype                       # the output keeps the input's dtype
+    model = model.float().to(device).train()                           # fp32 master weights (bf16 = autocast)
     set_rope_base(model, step.rope_theta, step.max_positions)
     apply_lora(model.llm, r=t.lora_r, alpha=t.lora_alpha)
     for p in list(model.vision_tower.parameters()) + list(model.mm_projector.parameters()):
@@ -67,18 +82,22 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     apply_sequence_parallel(model, dims, layout=t.layout)
     warm = max(1, t.warmup_steps)
     engine = make_engine(t.engine, model, dims, lr=t.lr, lr_lambda=lambda s: min(1.0, (s + 1) / warm),
-                         grad_accum=step.grad_accum, zero_stage=step.zero_stage)
+                         grad_accum=step.grad_accum, zero_stage=step.zero_stage, bf16=bf16)
     rows = PackedRows(shards_dir)
-    rank = dist.get_rank() if dist.is_initialized() else 0
     rank0 = rank == 0
-    result = train(engine, rows, lambda row: lm_loss(model.llm, row, dims, t.layout), dims, run_dir,
-                   steps=step.steps, grad_accum=step.grad_accum, save_every=step.save_every, seed=t.seed,
-                   stop_after=stop_after, rank=rank)
+
+    def loss_fn(row, total):
+        with autocast(device, bf16 and t.engine == "torch"):
+            return lm_loss(model.llm, row.to(device), dims, t.layout)
+
+    result = train(engine, rows, loss_fn, dims, run_dir, steps=step.steps, grad_accum=step.grad_accum,
+                   save_every=step.save_every, seed=t.seed, stop_after=stop_after, rank=rank)
     if result["step"] >= step.steps:
         with engine.gathered():                                        # collective (ZeRO-3 gathers the weights)
             if rank0:
                 merge_lora(model.llm)
                 model.llm.set_attn_implementation("sdpa")              # the saved model is single-process
+                model.to(saved_dtype)
                 tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")
                 with atomic_dir(out_dir) as tmp:
                     model.save_pretrained(tmp, tokenizer=tokenizer)

@@ -6,8 +6,10 @@ Every rank: load the checkpoint (released layout; stage 5 starts from the last s
 tokens, route the LLM's attention through MM-SP (`apply_sequence_parallel`) and train on the VILA-format
 conversations (`VilaVideoDataset`, `frames` per video): each SP rank encodes 1/P of the frames, the frame
 embeddings are gathered, spliced and re-sharded (`prepare_sp_inputs`), and the loss is the exact token mean
-over the global batch (per-device batch x DP x grad-accum). Samples longer than `max_length` (text + frame
-tokens) are skipped, counted and logged before training. LR: cosine after a linear warm-up over
+over the global batch (per-device batch x DP x grad-accum: the loop divides by the supervised tokens of the
+whole accumulation window, counted from the labels before any video is decoded). Samples longer than
+`max_length` (text + frame tokens) are skipped, counted and logged before training. LR: cosine after a
+linear warm-up over
 `warmup_ratio` of the steps (the release's HF Trainer schedule). Rank 0 writes the full checkpoint in the
 released layout (tokenizer with the media tokens included) to `out_dir`, atomically.
 """
@@ -15,12 +17,13 @@ released layout (tokenizer with the media tokens included) to `out_dir`, atomica
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from longvila.parallel.loss import token_mean_loss
+from longvila.parallel.loss import IGNORE_INDEX, token_mean_loss
 from longvila.utils.io import atomic_dir
 from longvila.utils.logging import get_logger
 
@@ -45,12 +48,16 @@ class VideoSFTSamples:
     def __init__(self, dataset, frame_size: int, tokens_per_frame: int, max_length: int) -> None:
         self.dataset, self.frame_size = dataset, frame_size
         media = dataset.num_frames * (tokens_per_frame + 1)                 # every frame + its "\n" token
-        self.keep, self.skipped = [], []
-        for i, rec in enumerate(dataset.records):
-            from longvila.model.conversation import tokenize_conversation
+        from longvila.model.conversation import tokenize_conversation
 
-            length = len(tokenize_conversation(dataset.tokenizer, rec, "video").input_ids) - 1 + media
-            (self.keep if length <= max_length else self.skipped).append(i)
+        self.keep, self.skipped, self.targets = [], [], []
+        for i, rec in enumerate(dataset.records):
+            tok = tokenize_conversation(dataset.tokenizer, rec, "video")
+            if len(tok.input_ids) - 1 + media <= max_length:
+                self.keep.append(i)
+                self.targets.append(sum(label != IGNORE_INDEX for label in tok.labels))
+            else:
+                self.skipped.append(i)
         if self.skipped:
             get_logger().warning(f"stage 5: {len(self.skipped)} of {len(dataset)} samples exceed max_length "
                                  f"{max_length} with {dataset.num_frames} frames and are skipped "
@@ -62,6 +69,11 @@ class VideoSFTSamples:
     def __len__(self) -> int:
         return len(self.keep)
 
+    def num_targets(self, i: int) -> int:
+        """Supervised tokens of sample i (its answers), known without decoding the video: lets the loop
+        divide by the exact token count of a whole accumulation window."""
+        return self.targets[i]
+
     def __getitem__(self, i: int) -> dict:
         from longvila.data.video import preprocess_frames
 
@@ -70,33 +82,38 @@ class VideoSFTSamples:
                 "pixels": preprocess_frames(item["frames"], self.frame_size), "id": item["id"]}
 
 
-def sft_loss(model, batch: list[dict], dims, *, media_token_id: int, newline_id: int, layout: str = "zigzag"):
-    """This rank's share of the global token-mean loss of its micro-batch (one SP group's samples), and the
-    sequence tokens (text + frames) the whole world processed in this micro-step."""
+def sft_loss(model, batch: list[dict], dims, *, media_token_id: int, newline_id: int, layout: str = "zigzag",
+             total: int | None = None, device: torch.device | None = None):
+    """This rank's share of the global token-mean loss of its micro-batch (one SP group's samples; `total` =
+    the global supervised-token count to divide by, see `token_mean_loss`), and the sequence tokens (text +
+    frames) the whole world processed in this micro-step."""
+    from longvila.parallel.comm import world_sum
     from longvila.parallel.mmsp import prepare_sp_inputs
 
+    device = device or torch.device("cpu")
+    dtype = next(model.parameters()).dtype
     logits, targets, seq_tokens = [], [], 0
     for sample in batch:
-        pixels = sample["pixels"].to(next(model.parameters()).dtype)
-        inputs = prepare_sp_inputs(model, sample["input_ids"], pixels, sample["labels"], dims,
-                                   media_token_id=media_token_id, newline_id=newline_id, layout=layout)
+        inputs = prepare_sp_inputs(model, sample["input_ids"].to(device), sample["pixels"].to(device, dtype),
+                                   sample["labels"].to(device), dims, media_token_id=media_token_id,
+                                   newline_id=newline_id, layout=layout)
         logits.append(model(inputs_embeds=inputs.embeds[None], position_ids=inputs.positions[None]).logits[0])
         targets.append(inputs.targets)
         seq_tokens += len(inputs.embeds)
-    loss, _ = token_mean_loss(torch.cat(logits), torch.cat(targets), dims)
-    count = torch.tensor([float(seq_tokens)], dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(count)
-    return loss, int(count.item())
+    loss, _ = token_mean_loss(torch.cat(logits), torch.cat(targets), dims, total=total)
+    return loss, int(world_sum(seq_tokens))
 
 
 def optimizer_steps(num_samples: int, dp: int, per_device_batch: int, grad_accum: int, epochs: int) -> int:
-    """Optimizer steps of a run: whole global batches per epoch (the tail is dropped) times epochs."""
-    per_epoch = (num_samples // dp) // (per_device_batch * grad_accum)
-    if per_epoch == 0:
-        raise ValueError(f"{num_samples} samples do not fill one global batch ({per_device_batch} per device x "
-                         f"DP {dp} x grad_accum {grad_accum}); lower per_device_batch/grad_accum or add data")
-    return per_epoch * epochs
+    """Optimizer steps of `epochs` passes over the data: every replica reads num_samples // dp samples per
+    epoch (the sampler's epoch), per_device_batch x grad_accum of them per step; a partial last step is
+    dropped."""
+    steps = epochs * (num_samples // dp) // (per_device_batch * grad_accum)
+    if steps == 0:
+        raise ValueError(f"{num_samples} samples x {epochs} epochs do not fill one global batch ({per_device_batch} "
+                         f"per device x DP {dp} x grad_accum {grad_accum}); lower per_device_batch/grad_accum or "
+                         "add data")
+    return steps
 
 
 def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path, media_dir: str | Path,
@@ -108,13 +125,19 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
     from longvila.model import LongVILAForCausalLM
     from longvila.model.conversation import MEDIA_TOKENS, add_media_tokens
     from longvila.parallel.parallelize import apply_sequence_parallel
-    from longvila.train.engine import make_engine
+    from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
+    from longvila.train.engine import autocast, make_engine, training_device, use_bf16
     from longvila.train.loop import train
 
     t, run = cfg.train, cfg.train.stage5[run_index]
     rank = dist.get_rank() if dist.is_initialized() else 0
+    device, bf16 = training_device(), use_bf16(t.precision)
+    claim_run_dir(run_dir, {"stage5": asdict(run), "train": train_fingerprint(t), "world": dims.world_size,
+                            "inputs": file_stamps(init_dir, train_json)}, rank)
     torch.manual_seed(t.seed)
     model = LongVILAForCausalLM.from_pretrained(init_dir)
+    saved_dtype = next(model.parameters()).dtype                       # the output keeps the input's dtype
+    model = model.float().to(device).train()                           # fp32 master weights (bf16 = autocast)
     tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")
     add_media_tokens(tokenizer)
     model.resize_for_tokenizer(tokenizer)
@@ -122,7 +145,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
     media_token_id = tokenizer.convert_tokens_to_ids(MEDIA_TOKENS["video"])
     size = model.vision_tower.config.image_size
     with torch.no_grad():
-        tokens_per_frame = model.encode_frames(torch.zeros(1, 3, size, size)).shape[1]
+        tokens_per_frame = model.encode_frames(torch.zeros(1, 3, size, size, device=device)).shape[1]
     data = VideoSFTSamples(VilaVideoDataset(train_json, media_dir, tokenizer, num_frames=run.frames), size,
                            tokens_per_frame, run.max_length)
     model.requires_grad_(True)                                         # stage 5 is a full fine-tune
@@ -130,9 +153,13 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
     total = optimizer_steps(len(data), dims.dp_degree, run.per_device_batch, run.grad_accum, run.epochs)
     total = min(total, run.max_steps or total)
     engine = make_engine(t.engine, model, dims, lr=run.lr, lr_lambda=cosine_with_warmup(total, t.warmup_ratio),
-                         grad_accum=run.grad_accum, zero_stage=run.zero_stage)
-    loss_fn = lambda batch: sft_loss(model, batch, dims, media_token_id=media_token_id, newline_id=newline_id,
-                                     layout=t.layout)
+                         grad_accum=run.grad_accum, zero_stage=run.zero_stage, bf16=bf16)
+
+    def loss_fn(batch, total):
+        with autocast(device, bf16 and t.engine == "torch"):
+            return sft_loss(model, batch, dims, media_token_id=media_token_id, newline_id=newline_id,
+                            layout=t.layout, total=total, device=device)
+
     result = train(engine, data, loss_fn, dims, run_dir, steps=total, grad_accum=run.grad_accum,
                    save_every=run.save_every, seed=t.seed, stop_after=stop_after, rank=rank,
                    batch_size=run.per_device_batch)
@@ -141,6 +168,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
         with engine.gathered():                                        # collective (ZeRO-3 gathers the weights)
             if rank == 0:
                 model.llm.set_attn_implementation("sdpa")              # the saved model is single-process
+                model.to(saved_dtype)
                 with atomic_dir(out_dir) as tmp:
                     model.save_pretrained(tmp, tokenizer=tokenizer)
         if rank == 0:

@@ -91,7 +91,7 @@ def _train_with_loop(dims, run_dir, stop_after=None):
 
     parent, engine = _setup(dims, "deepspeed", zero_stage=3, grad_accum=2, shard_all=False)
     data = _rows(1, 4)                                    # 4 rows, in the sampler's (seeded, resumed) order
-    return train(engine, data, lambda row: lm_loss(parent.llm, row, dims), dims, run_dir, steps=4, grad_accum=2,
+    return train(engine, data, lambda row, total: lm_loss(parent.llm, row, dims), dims, run_dir, steps=4, grad_accum=2,
                  save_every=2, seed=5, stop_after=stop_after, rank=dims.rank)["losses"]
 
 

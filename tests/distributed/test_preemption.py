@@ -1,5 +1,6 @@
-"""Preemption on real processes: a stage-4 run SIGKILLed, resumed, SIGTERMed, resumed again ends with the loss
-sequence (and the merged checkpoint) of an uninterrupted run."""
+"""Stage 4 end to end through its CLI and the local launcher (4 gloo processes, 2D SP 2x2, LoRA, merge, the
+released layout), and preemption on real processes: a run SIGKILLed, resumed, SIGTERMed, resumed again ends
+with the loss sequence and the merged checkpoint of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sigkill_and_sigterm_mid_training_then_resume_equal_an_uninterrupted_run(tiny_ckpt, tmp_path):
+def test_stage4_cli_and_sigkill_sigterm_resume_equal_an_uninterrupted_run(tiny_ckpt, tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     rows = torch.randint(0, 5000, (6, 256), generator=torch.Generator().manual_seed(0)).tolist()
@@ -72,8 +73,44 @@ def test_sigkill_and_sigterm_mid_training_then_resume_equal_an_uninterrupted_run
 
     assert len(_losses(tmp_path / "a")) == 4
     assert _losses(tmp_path / "b") == pytest.approx(_losses(tmp_path / "a"), rel=0, abs=1e-6)
-    for name in ("llm/model.safetensors",):
-        from safetensors.torch import load_file
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]                                               # no step logged twice
+    from safetensors.torch import load_file
 
-        a, b = load_file(tmp_path / "a_out" / name), load_file(tmp_path / "b_out" / name)
-        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    a, b = load_file(tmp_path / "a_out/llm/model.safetensors"), load_file(tmp_path / "b_out/llm/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    _check_merged_checkpoint(tiny_ckpt, tmp_path / "a", tmp_path / "a_out")
+
+
+def _check_merged_checkpoint(base_dir: Path, run_dir: Path, out: Path) -> None:
+    """rope_theta / max positions updated; merged = base + (alpha / r) B @ A with the final LoRA factors; norms
+    and embeddings the trained ones; vision tower and projector unchanged; AutoModel loads it."""
+    from transformers import AutoModel
+
+    from longvila.model import LongVILAForCausalLM
+    from longvila.train.rope import inv_freq
+
+    model = LongVILAForCausalLM.from_pretrained(out)
+    saved = json.loads((out / "llm/config.json").read_text())
+    assert saved["rope_theta"] == 2_000_000.0 and saved["max_position_embeddings"] == 1024
+    assert inv_freq(model)[1] == pytest.approx(2_000_000.0 ** (-2 / 16), rel=1e-6)
+    base = LongVILAForCausalLM.from_pretrained(base_dir)
+    trained = torch.load(run_dir / "checkpoints/step-000004/engine.pt", weights_only=False)["params"]
+    merged, base_params = dict(model.named_parameters()), dict(base.named_parameters())
+    lora = [n[:-len(".lora_a")] for n in trained if n.endswith(".lora_a")]
+    assert len(lora) == 4 * len(model.llm.model.layers)                        # q, k, v, o in every layer
+    for name in lora:
+        delta = trained[f"{name}.lora_b"] @ trained[f"{name}.lora_a"] * (16 / 8)    # config: alpha 16, r 8
+        torch.testing.assert_close(merged[f"{name}.weight"], base_params[f"{name}.weight"] + delta, rtol=0, atol=1e-6)
+    extra = [n for n in trained if "lora_" not in n]
+    assert extra and all("norm" in n or "embed_tokens" in n for n in extra)
+    assert all(torch.equal(merged[n], trained[n]) for n in extra)
+    for part in ("vision_tower", "mm_projector"):                              # carried over unchanged
+        new, old = getattr(model, part).state_dict(), getattr(base, part).state_dict()
+        assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new), part
+    assert (out / "llm/tokenizer_config.json").is_file()
+    auto = AutoModel.from_pretrained(out)                                      # the Auto classes load it too
+    assert type(auto) is LongVILAForCausalLM and torch.equal(auto.llm.model.layers[0].self_attn.q_proj.weight,
+                                                              merged["llm.model.layers.0.self_attn.q_proj.weight"])
+    assert (run_dir / "loss_curve.png").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "plan.json").is_file() and (run_dir / "run.json").is_file()

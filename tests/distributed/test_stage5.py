@@ -35,14 +35,20 @@ def sft_data(tmp_path_factory) -> Path:
     return root
 
 
-def _overrides(ulysses: int, ring: int, batch: int = 1, extra: str = "") -> list[str]:
-    return ["train.stage5=[{frames: 4, ulysses: %d, ring: %d, per_device_batch: %d, grad_accum: 1, lr: 1.0e-3, "
-            "epochs: 1, max_length: 4096, save_every: 2%s}]" % (ulysses, ring, batch, extra),
-            "train.warmup_ratio=0.25"]
+def _overrides(ulysses: int, ring: int, batch: int = 1, extra: str = "", engine: str = "torch",
+               accum: int = 1, epochs: int = 1) -> list[str]:
+    return ["train.stage5=[{frames: 4, ulysses: %d, ring: %d, per_device_batch: %d, grad_accum: %d, lr: 1.0e-3, "
+            "epochs: %d, max_length: 4096, save_every: 2, zero_stage: 3%s}]" % (ulysses, ring, batch, accum, epochs,
+                                                                                  extra),
+            "train.warmup_ratio=0.25", f"train.engine={engine}"]
 
 
 def _run(rank, world, config, overrides, data, run_dir, out_dir, stop_after=None):
+    import os
+
     from longvila.config import load_config_file
+
+    os.environ["LOCAL_RANK"] = str(rank)                 # as torchrun / the launcher set it (DeepSpeed reads it)
     from longvila.parallel import ParallelDims
     from longvila.train.stage5 import run_stage5
 
@@ -56,18 +62,20 @@ def _run(rank, world, config, overrides, data, run_dir, out_dir, stop_after=None
     return result["losses"], result["step"]
 
 
-def test_stage5_2d_sp_matches_one_process_and_writes_a_loadable_checkpoint(tiny_ckpt, sft_data, tmp_path):
+def test_stage5_2d_sp_zero3_matches_one_process_and_writes_a_loadable_checkpoint(tiny_ckpt, sft_data, tmp_path):
+    """P=4 (U=2 x R=2) with DeepSpeed ZeRO-3, preempted and resumed = one process with the torch engine."""
     from longvila.model.inference import answer, load_for_inference
 
     config = str(tiny_ckpt.parent / "config.yaml")
     ref, steps = _run(0, 1, config, _overrides(1, 1), sft_data, tmp_path / "ref", tmp_path / "ref_out")
     assert steps == 4 and len(ref) == 4                                 # 4 samples, global batch 1
     # 2D SP 2x2, "preempted" after 3 steps, then resumed from the step-2 checkpoint in fresh processes
-    run_distributed(_run, 4, config, _overrides(2, 2), sft_data, tmp_path / "sp", tmp_path / "sp_out", 3)
+    run_distributed(_run, 4, config, _overrides(2, 2, engine="deepspeed"), sft_data, tmp_path / "sp",
+                    tmp_path / "sp_out", 3)
     assert [p.name for p in (tmp_path / "sp/checkpoints").iterdir()] == ["step-000002"]
     assert not (tmp_path / "sp_out").exists()
-    for losses, step in run_distributed(_run, 4, config, _overrides(2, 2), sft_data, tmp_path / "sp",
-                                        tmp_path / "sp_out"):
+    for losses, step in run_distributed(_run, 4, config, _overrides(2, 2, engine="deepspeed"), sft_data,
+                                        tmp_path / "sp", tmp_path / "sp_out"):
         assert step == 4 and max(abs(a - b) for a, b in zip(losses, ref)) < 2e-5, (losses, ref)
     assert ref[-1] < ref[0]
     rows = [json.loads(line) for line in (tmp_path / "sp/metrics.jsonl").read_text().splitlines()]
@@ -83,13 +91,15 @@ def test_stage5_2d_sp_matches_one_process_and_writes_a_loadable_checkpoint(tiny_
     assert isinstance(text, str)
 
 
-def test_data_parallel_replicas_read_different_samples_of_one_global_batch(tiny_ckpt, sft_data, tmp_path):
-    """DP 2 x SP 2 with one sample per device = one process with two samples per step: the same global mean."""
+def test_data_parallel_replicas_with_accumulation_give_the_exact_global_token_mean(tiny_ckpt, sft_data, tmp_path):
+    """DP 2 x SP 2, one sample per device, 2 micro-steps = one process with 2 samples x 2 micro-steps: every
+    optimizer step divides by the supervised tokens of all 4 samples, however they are grouped."""
     config = str(tiny_ckpt.parent / "config.yaml")
-    ref, steps = _run(0, 1, config, _overrides(1, 1, batch=2), sft_data, tmp_path / "ref", tmp_path / "ref_out")
+    ref, steps = _run(0, 1, config, _overrides(1, 1, batch=2, accum=2, epochs=2), sft_data, tmp_path / "ref",
+                      tmp_path / "ref_out")
     assert steps == 2
-    for losses, step in run_distributed(_run, 4, config, _overrides(2, 1), sft_data, tmp_path / "dp",
-                                        tmp_path / "dp_out"):
+    for losses, step in run_distributed(_run, 4, config, _overrides(2, 1, accum=2, epochs=2), sft_data,
+                                        tmp_path / "dp", tmp_path / "dp_out"):
         assert step == 2 and max(abs(a - b) for a, b in zip(losses, ref)) < 2e-5, (losses, ref)
 
 
@@ -104,7 +114,30 @@ def test_samples_longer_than_max_length_are_skipped_and_counted(tiny_ckpt, sft_d
                    ParallelDims(world_size=1))
     with pytest.raises(ValueError, match="do not fill one global batch"):
         optimizer_steps(3, dp=2, per_device_batch=1, grad_accum=2, epochs=1)
-    assert optimizer_steps(10, dp=2, per_device_batch=1, grad_accum=2, epochs=3) == 6
+    assert optimizer_steps(10, dp=2, per_device_batch=1, grad_accum=2, epochs=3) == 7     # 15 // 2
     f = cosine_with_warmup(100, 0.03)                                    # 3 warm-up steps
     assert [f(0), f(1), f(3)] == [0.0, pytest.approx(1 / 3), 1.0] and f(100) == pytest.approx(0.0)
     assert f(3 + 97 // 2) == pytest.approx(0.5 * (1 + np.cos(np.pi * (97 // 2) / 97)))
+
+
+def test_sample_target_counts_known_before_decoding_equal_the_spliced_sequence(tiny_ckpt, sft_data):
+    """The loop divides by counts taken from the labels alone; they must equal the targets after splicing."""
+    from longvila.data.sft_dataset import VilaVideoDataset
+    from longvila.model.conversation import MEDIA_TOKENS
+    from longvila.model.inference import load_for_inference
+    from longvila.parallel import ParallelDims
+    from longvila.parallel.mmsp import prepare_sp_inputs
+    from longvila.train.stage5 import VideoSFTSamples
+
+    model, tokenizer = load_for_inference(tiny_ckpt)
+    (newline,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    size = model.vision_tower.config.image_size
+    per_frame = model.encode_frames(torch.zeros(1, 3, size, size)).shape[1]
+    data = VideoSFTSamples(VilaVideoDataset(sft_data / "vila_train.json", sft_data, tokenizer, num_frames=4), size,
+                           per_frame, 4096)
+    for i in range(len(data)):
+        s = data[i]
+        inputs = prepare_sp_inputs(model, s["input_ids"], s["pixels"], s["labels"], ParallelDims(world_size=1),
+                                   media_token_id=tokenizer.convert_tokens_to_ids(MEDIA_TOKENS["video"]),
+                                   newline_id=newline)
+        assert data.num_targets(i) == inputs.num_targets > 0

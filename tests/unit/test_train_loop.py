@@ -29,17 +29,17 @@ def _setup():
 
 def test_resume_after_preemption_gives_the_same_losses_and_weights(tmp_path):
     engine, data, dims = _setup()
-    straight = train(engine, data, lambda row: lm_loss(engine.model, row, dims), dims, tmp_path / "a", steps=6,
+    straight = train(engine, data, lambda row, total: lm_loss(engine.model, row, dims), dims, tmp_path / "a", steps=6,
                      grad_accum=2, save_every=2, seed=7)
     final = {n: p.detach().clone() for n, p in engine.model.named_parameters()}
 
     engine, data, dims = _setup()
-    first = train(engine, data, lambda row: lm_loss(engine.model, row, dims), dims, tmp_path / "b", steps=6,
+    first = train(engine, data, lambda row, total: lm_loss(engine.model, row, dims), dims, tmp_path / "b", steps=6,
                   grad_accum=2, save_every=2, seed=7, stop_after=3)              # "preempted" after step 3
     assert first["step"] == 3 and [p.name for p in checkpoint.complete(tmp_path / "b")] == ["step-000002"]
     (tmp_path / "b/checkpoints/step-000004").mkdir()                            # a save killed midway
     engine, data, dims = _setup()                                               # a fresh process
-    resumed = train(engine, data, lambda row: lm_loss(engine.model, row, dims), dims, tmp_path / "b", steps=6,
+    resumed = train(engine, data, lambda row, total: lm_loss(engine.model, row, dims), dims, tmp_path / "b", steps=6,
                     grad_accum=2, save_every=2, seed=7)
     assert resumed["losses"] == straight["losses"] and len(resumed["losses"]) == 6
     for n, p in engine.model.named_parameters():

@@ -2,6 +2,7 @@
 import base64
 import json
 import os
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -92,3 +93,28 @@ def s2s_caption_inputs(wildcards):
     if cap.backend == "longvila" and cap.model_dir is None:
         inputs["model"] = f"results/init_model/{CFG.model.size}"
     return inputs
+
+
+# Training (workflow/rules/train.smk)
+STAGE4 = [s.context for s in CFG.train.stage4]
+STAGE5 = [f"{r.frames}f" for r in CFG.train.stage5]
+if len(set(STAGE4)) != len(STAGE4) or len(set(STAGE5)) != len(STAGE5):
+    raise ValueError("train.stage4 contexts and train.stage5 frame counts must be unique (each names a folder)")
+INIT_MODEL = CFG.model.checkpoint or f"results/init_model/{CFG.model.size}"
+STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else INIT_MODEL
+# A local run holds this machine's CPU processes or all of its GPUs: never two at once (threads = every core
+# Snakemake may use); a submitit launcher only waits for its SLURM job.
+if CFG.train.launcher == "submitit":
+    TRAIN_THREADS = 1
+else:
+    TRAIN_THREADS = max(CFG.train.cluster.cpu_processes, workflow.cores or 1)
+
+
+def stage4_init(wildcards):
+    i = STAGE4.index(wildcards.s4)
+    return INIT_MODEL if i == 0 else f"results/train_stage4/{STAGE4[i - 1]}"
+
+
+def training_targets():
+    return (expand("results/train_stage4/{s4}", s4=STAGE4) + expand("results/eval_passkey/{s4}", s4=STAGE4)
+            + expand("results/train_stage5/{s5}", s5=STAGE5) + ["results/train_report"])

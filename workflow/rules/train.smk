@@ -3,30 +3,10 @@
 # The training rules are local "launcher" rules: they start the ranks here (train.launcher: local) or submit
 # a SLURM job through submitit and wait. Intermediate checkpoints, metrics and per-rank logs live in
 # results/runs/ (not declared), so Snakemake never deletes them and a rerun resumes.
-import re
-
-STAGE4 = [s.context for s in CFG.train.stage4]
-STAGE5 = [f"{r.frames}f" for r in CFG.train.stage5]
-if len(set(STAGE4)) != len(STAGE4) or len(set(STAGE5)) != len(STAGE5):
-    raise ValueError("train.stage4 contexts and train.stage5 frame counts must be unique (each names a folder)")
-INIT_MODEL = CFG.model.checkpoint or f"results/init_model/{CFG.model.size}"
-STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else INIT_MODEL
-TRAIN_THREADS = CFG.train.cluster.cpu_processes if CFG.train.launcher == "local" and not CFG.train.cluster.gpus_per_node else 1
-
 
 wildcard_constraints:
     s4="|".join(re.escape(c) for c in STAGE4) or "^$",
     s5="|".join(re.escape(f) for f in STAGE5) or "^$",
-
-
-def stage4_init(wildcards):
-    i = STAGE4.index(wildcards.s4)
-    return INIT_MODEL if i == 0 else f"results/train_stage4/{STAGE4[i - 1]}"
-
-
-def training_targets():
-    return (expand("results/train_stage4/{s4}", s4=STAGE4) + expand("results/eval_passkey/{s4}", s4=STAGE4)
-            + expand("results/train_stage5/{s5}", s5=STAGE5) + ["results/train_report"])
 
 
 rule train_stage4:
