@@ -1,4 +1,4 @@
-"""Stage 4 end to end through its CLI and the local launcher (4 gloo processes, 2D SP 2x2, LoRA, merge, the
+"""Stage 4 end to end through its CLI and the local launcher (2 gloo processes, Ulysses 2, LoRA, merge, the
 released layout), and preemption on real processes: a run SIGKILLed, resumed, SIGTERMed, resumed again ends
 with the loss sequence and the merged checkpoint of an uninterrupted run."""
 
@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 def _command(cfg: Path, init: Path, shards: Path, run_dir: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "pipeline.train_stage4", "--config", str(cfg), "--set",
             "train.stage4=[{context: '512', rope_theta: 2000000.0, max_positions: 1024, steps: 4, grad_accum: 1, "
-            "ulysses: 2, ring: 2, save_every: 1}]", "--step", "0", "--init", str(init), "--shards", str(shards),
+            "ulysses: 2, ring: 1, save_every: 1}]", "--set", "train.cluster.cpu_processes=2",
+            "--set", "train.stage5=[{frames: 8, ulysses: 2}]", "--step", "0", "--init", str(init), "--shards", str(shards),
             "--run-dir", str(run_dir), "--out", str(out)]
 
 

@@ -22,6 +22,10 @@ CORPUS_ROOT, CORPUS_NAMES = corpus_files(CFG, MADE_CORPUS)
 if CFG.shot2story.root is not None and not Path(CFG.shot2story.root).is_dir():
     raise ValueError(f"shot2story.root {CFG.shot2story.root!r} is not a folder; point it at a Shot2Story copy "
                      "(annotations/, videos/, shots/) or set it to null to use the offline set")
+if CFG.model.checkpoint is not None and not (Path(CFG.model.checkpoint) / "config.json").is_file():
+    raise ValueError(f"model.checkpoint {CFG.model.checkpoint!r} is not a checkpoint folder (no config.json); point "
+                     "it at the stage-3 model in the released layout, or set it to null to start from a fresh "
+                     "model of model.size")
 BATCHES = batch_names(CORPUS_NAMES, CFG.slimpajama.files_per_batch)
 BATCH_IDS = [f"b{i:04d}" for i in range(len(BATCHES))]
 CONTEXTS = [c.name for c in CFG.pack.contexts]
