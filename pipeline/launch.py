@@ -26,13 +26,11 @@ record the plan in `run_dir/plan.json` first.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib
 import json
 import os
 import pickle
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +44,7 @@ from pathlib import Path
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from longvila.utils.io import write_json_atomic
+from pipeline._procs import die_with_parent, sigterm_as_exit, stop, wait_all
 from longvila.utils.logging import get_logger, init_logger
 
 PLAN_KEYS = ("name", "launcher", "backend", "target", "kwargs", "run_dir", "nodes", "tasks_per_node",
@@ -228,34 +227,6 @@ def _rank_main(payload_file: str) -> None:
     _exit_now(0)
 
 
-@contextlib.contextmanager
-def _sigterm_as_exit():
-    """SIGTERM / SIGHUP (Snakemake, SLURM or a lost terminal stopping the launcher) -> SystemExit, so
-    `finally` stops the ranks."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}  # HUP: ssh dropped
-    try:
-        yield
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-
-
-def _die_with_parent() -> None:
-    """preexec_fn of a local rank (Linux): SIGKILL it when the launcher dies, even by SIGKILL, so no orphan
-    keeps training into the run folder that a rerun will use."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG = 1
-
-
 def _tee(stream, path: Path) -> None:
     with open(path, "ab") as f:
         for line in iter(stream.readline, b""):
@@ -292,7 +263,7 @@ def _launch_local(job: Job, cfg) -> int:
     procs, threads = [], []
     get_logger().info(f"{job.name}: {world} local ranks ({backend}), logs {rank_log(job.run_dir, 0).parent}/rank-*.log")
     try:
-        with _sigterm_as_exit():
+        with sigterm_as_exit():
             for rank in range(world):
                 path = rank_log(job.run_dir, rank)           # appended to: a resumed run keeps its history
                 with open(path, "a") as f:
@@ -301,16 +272,16 @@ def _launch_local(job: Job, cfg) -> int:
                 cmd = [sys.executable, "-m", "pipeline.launch", str(payload)]
                 if rank == 0:                    # rank 0 to its file and to this console
                     p = subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
                     threads.append(threading.Thread(target=_tee, args=(p.stdout, path), daemon=True))
                     threads[-1].start()
                 else:
                     with open(path, "ab") as f:
                         p = subprocess.Popen(cmd, env=rank_env, stdout=f, stderr=subprocess.STDOUT,
-                                             preexec_fn=_die_with_parent)
+                                             preexec_fn=die_with_parent)
                 procs.append(p)
-            failed = _wait_all(procs)
-        _stop(procs)                             # the survivors of a failure; then rank 0's output ends
+            failed = wait_all(procs)
+        stop(procs)                              # the survivors of a failure; then rank 0's output ends
         for t in threads:
             t.join(timeout=10)
         if failed:
@@ -320,30 +291,8 @@ def _launch_local(job: Job, cfg) -> int:
             raise RuntimeError(f"job {job.name}: rank {failed[0][0]} failed; the other ranks were stopped\n{report}")
         return 0
     finally:
-        _stop(procs)
+        stop(procs)
         payload.unlink(missing_ok=True)
-
-
-def _wait_all(procs: list) -> list[tuple[int, int]]:
-    """Wait until every rank exited 0 ([]), or until one failed: [(rank, exit code)] of the failed ones."""
-    while True:
-        codes = [p.poll() for p in procs]
-        failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-        if failed or all(c == 0 for c in codes):
-            return failed
-        time.sleep(0.1)
-
-
-def _stop(procs: list, grace_s: float = 5.0) -> None:
-    alive = [p for p in procs if p.poll() is None]
-    for p in alive:
-        p.terminate()
-    deadline = time.time() + grace_s
-    for p in alive:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        p.kill()                                 # no-op for one that has exited
-        p.wait()
 
 
 # -------------------------------------------------------------------------------------------- submitit
@@ -391,7 +340,7 @@ def _launch_submitit(job: Job, cfg, cluster: str) -> int:
     log = get_logger()
     log.info(f"{job.name}: submitted job {sj.job_id} ({nodes} x {tasks} tasks, {backend}); logs {folder}")
     try:
-        with _sigterm_as_exit():
+        with sigterm_as_exit():
             errors = [(t, sj.task(t).exception()) for t in range(sj.num_tasks)]
     except BaseException:                        # the launcher was stopped: do not leave the job running
         sj.cancel(check=False)

@@ -113,6 +113,16 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def load_for_training(init_dir, device: torch.device):
+    """(LongVILA model from a released-layout checkpoint in fp32 master weights on `device`, in train mode;
+    the checkpoint's own dtype, in which the run's output is saved)."""
+    from longvila.model import LongVILAForCausalLM
+
+    model = LongVILAForCausalLM.from_pretrained(init_dir)
+    saved_dtype = next(model.parameters()).dtype
+    return model.float().to(device).train(), saved_dtype
+
+
 def training_device() -> torch.device:
     """This rank's device: its CUDA device (the launcher sets it from LOCAL_RANK) when there is one, else CPU."""
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")

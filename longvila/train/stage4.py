@@ -58,10 +58,10 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    from longvila.model import LongVILAForCausalLM
     from longvila.parallel.parallelize import apply_sequence_parallel
     from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
-    from longvila.train.engine import autocast, lm_loss, make_engine, training_device, use_bf16
+    from longvila.train.engine import (autocast, lm_loss, load_for_training, make_engine, training_device,
+                                       use_bf16)
     from longvila.train.lora import apply_lora, merge_lora
     from longvila.train.loop import train
     from longvila.train.rope import set_rope_base
@@ -72,9 +72,7 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     claim_run_dir(run_dir, {"stage4": asdict(step), "train": train_fingerprint(t), "world": dims.world_size,
                             "inputs": file_stamps(init_dir, shards_dir)}, rank)
     torch.manual_seed(t.seed)
-    model = LongVILAForCausalLM.from_pretrained(init_dir)
-    saved_dtype = next(model.parameters()).dtype                       # the output keeps the input's dtype
-    model = model.float().to(device).train()                           # fp32 master weights (bf16 = autocast)
+    model, saved_dtype = load_for_training(init_dir, device)           # fp32 master weights (bf16 = autocast)
     set_rope_base(model, step.rope_theta, step.max_positions)
     apply_lora(model.llm, r=t.lora_r, alpha=t.lora_alpha)
     for p in list(model.vision_tower.parameters()) + list(model.mm_projector.parameters()):

@@ -122,11 +122,10 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
     from transformers import AutoTokenizer
 
     from longvila.data.sft_dataset import VilaVideoDataset
-    from longvila.model import LongVILAForCausalLM
     from longvila.model.conversation import MEDIA_TOKENS, add_media_tokens
     from longvila.parallel.parallelize import apply_sequence_parallel
     from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
-    from longvila.train.engine import autocast, make_engine, training_device, use_bf16
+    from longvila.train.engine import autocast, load_for_training, make_engine, training_device, use_bf16
     from longvila.train.loop import train
 
     t, run = cfg.train, cfg.train.stage5[run_index]
@@ -135,9 +134,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
     claim_run_dir(run_dir, {"stage5": asdict(run), "train": train_fingerprint(t), "world": dims.world_size,
                             "inputs": file_stamps(init_dir, train_json)}, rank)
     torch.manual_seed(t.seed)
-    model = LongVILAForCausalLM.from_pretrained(init_dir)
-    saved_dtype = next(model.parameters()).dtype                       # the output keeps the input's dtype
-    model = model.float().to(device).train()                           # fp32 master weights (bf16 = autocast)
+    model, saved_dtype = load_for_training(init_dir, device)           # fp32 master weights (bf16 = autocast)
     tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")
     add_media_tokens(tokenizer)
     model.resize_for_tokenizer(tokenizer)
