@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from longvila.config_train import TrainConfig
+from longvila.config_eval import EvalConfig
 from longvila.config_video import Shot2StoryConfig
 from longvila.data.sources import ORIGINAL_MIX, SOURCES
 
@@ -248,6 +249,8 @@ class Config:
     """Stage-5 data: Shot2Story -> clips -> captions -> QA (longvila/config_video.py)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training stages 4 and 5 (longvila/config_train.py; checked by check_training at DAG build)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation: V-NIAH needle grid, lmms-eval benchmarks (longvila/config_eval.py)."""
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def run_training(args: argparse.Namespace, cfg, *, name: str, target: str, nodes
     missing = [f"--{k.replace('_', '-')}" for k in keys if not getattr(args, k)]
     if missing and not args.print_plan:
         raise ValueError(f"missing {', '.join(missing)} (only --print-plan runs without them)")
-    resolved = {k: os.path.abspath(getattr(args, k)) if getattr(args, k) else f"<{k}>" for k in keys}
+    absolute = lambda v: [os.path.abspath(x) for x in v] if isinstance(v, list) else os.path.abspath(v)
+    resolved = {k: absolute(getattr(args, k)) if getattr(args, k) else f"<{k}>" for k in keys}
     run_dir = Path(resolved["run_dir"])
     job = Job(name=name, target=target, nodes=nodes, run_dir=run_dir,
               kwargs={"config": os.path.abspath(args.config), "overrides": list(args.overrides), **extra,

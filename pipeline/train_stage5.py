@@ -20,7 +20,7 @@ from pipeline._train import add_run_args, run_training
 TARGET = "pipeline.train_stage5:train_run"
 
 
-def train_run(config: str, overrides: list[str], run: int, init: str, data: str, media: str, run_dir: str,
+def train_run(config: str, overrides: list[str], run: int, init: str, data: list[str], media: list[str], run_dir: str,
               out: str, stop_after: int | None = None) -> dict:
     """Launch target, on every rank (process group up): one stage-5 run over the whole world."""
     import torch.distributed as dist
@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--run", type=int, required=True, help="index into train.stage5")
     parser.add_argument("--init", help="checkpoint to start from (the last stage-4 merge, released layout)")
-    parser.add_argument("--data", help="VILA-format JSON of the training conversations (rule s2s_assemble)")
-    parser.add_argument("--media", help="folder the records' video paths are relative to")
+    parser.add_argument("--data", nargs="+", help="VILA-format JSON of the training conversations (rule "
+                        "s2s_assemble); several files = a data mixture")
+    parser.add_argument("--media", nargs="+", help="folder the records' video paths are relative to, one per --data")
     add_run_args(parser)
     args = parser.parse_args(argv)
 

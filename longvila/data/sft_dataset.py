@@ -19,18 +19,31 @@ from pathlib import Path
 class VilaVideoDataset:
     """Map-style data set over a VILA-format JSON file (see the module docstring)."""
 
-    def __init__(self, json_path: str | Path, media_dir: str | Path, tokenizer, num_frames: int = 16) -> None:
+    def __init__(self, json_path, media_dir, tokenizer, num_frames: int = 16) -> None:
+        """`json_path` / `media_dir`: one file and its media folder, or equal-length lists of them (a data
+        mixture: the records of every file, in order, each with its own media folder)."""
         from longvila.model.conversation import add_media_tokens
 
-        self.path, self.media_dir, self.num_frames = Path(json_path), Path(media_dir), num_frames
-        try:
-            self.records = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{self.path}: not a readable VILA JSON list ({e})") from e
-        if not isinstance(self.records, list):
-            raise ValueError(f"{self.path}: expected a JSON list of records")
-        for i, rec in enumerate(self.records):
-            self._check(i, rec)
+        paths = [json_path] if isinstance(json_path, (str, Path)) else list(json_path)
+        medias = [media_dir] if isinstance(media_dir, (str, Path)) else list(media_dir)
+        if len(paths) != len(medias) or not paths:
+            raise ValueError(f"{len(paths)} JSON files but {len(medias)} media folders: give one media folder per "
+                             "JSON file")
+        self.num_frames = num_frames
+        self.records, self.media_dirs = [], []
+        for path, media in zip(map(Path, paths), map(Path, medias)):
+            self.path = path
+            try:
+                records = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"{path}: not a readable VILA JSON list ({e})") from e
+            if not isinstance(records, list):
+                raise ValueError(f"{path}: expected a JSON list of records")
+            for i, rec in enumerate(records):
+                self._check(i, rec)
+            self.records += records
+            self.media_dirs += [media] * len(records)
+        self.media_dir = Path(medias[0])
         add_media_tokens(tokenizer)
         self.tokenizer = tokenizer
 
@@ -53,7 +66,7 @@ class VilaVideoDataset:
         from longvila.model.conversation import tokenize_conversation
 
         rec = self.records[i]
-        video = self.media_dir / rec["video"]
+        video = self.media_dirs[i] / rec["video"]
         frames, indices = load_video_frames(video, self.num_frames)
         tok = tokenize_conversation(self.tokenizer, rec, "video")
         return {"id": rec.get("id", str(i)), "input_ids": tok.input_ids, "labels": tok.labels, "frames": frames,

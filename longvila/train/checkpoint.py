@@ -113,11 +113,13 @@ def train_fingerprint(train_cfg) -> dict:
     return {k: v for k, v in asdict(train_cfg).items() if k not in ("stage4", "stage5", "cluster", "launcher")}
 
 
-def claim_run_dir(run_dir: str | Path, fingerprint: dict, rank: int = 0) -> None:
+def claim_run_dir(run_dir: str | Path, fingerprint: dict, rank: int = 0,
+                  state: tuple[str, ...] = ("checkpoints", "metrics.jsonl")) -> None:
     """Collective: make `run_dir` this run's. Its `run.json` records what the run depends on (the step's
     config, the world size, the input files' stamps); if a previous run there depended on something else
     (a changed config or rebuilt input), its checkpoints and metrics are moved to `stale-<time>/` and training
-    starts afresh instead of resuming a run of other inputs. Nothing is deleted."""
+    starts afresh instead of resuming a run of other inputs. Nothing is deleted. `state`: the entries of
+    run_dir that belong to one fingerprint (an evaluation's finished cells, say)."""
     from longvila.utils.io import write_text_atomic
     from longvila.utils.logging import get_logger
 
@@ -127,13 +129,13 @@ def claim_run_dir(run_dir: str | Path, fingerprint: dict, rank: int = 0) -> None
         run_dir.mkdir(parents=True, exist_ok=True)
         record = run_dir / "run.json"
         old = json.loads(record.read_text()).get("fingerprint") if record.is_file() else None
-        leftovers = [p for p in (run_dir / "checkpoints", run_dir / "metrics.jsonl") if p.exists()]
+        leftovers = [run_dir / name for name in state if (run_dir / name).exists()]
         if old != digest and leftovers:
             stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
             stale.mkdir()
             for p in leftovers:
                 p.rename(stale / p.name)
-            get_logger().warning(f"{run_dir}: its checkpoints are of another configuration or other inputs; "
+            get_logger().warning(f"{run_dir}: its {', '.join(state)} are of another configuration or other inputs; "
                                  f"moved to {stale.name}/ and starting afresh")
         write_text_atomic(record, json.dumps({"fingerprint": digest, "depends_on": fingerprint}, indent=1,
                                              default=str))

@@ -97,8 +97,12 @@ def sft_loss(model, batch: list[dict], dims, *, media_token_id: int, newline_id:
         inputs = prepare_sp_inputs(model, sample["input_ids"].to(device), sample["pixels"].to(device, dtype),
                                    sample["labels"].to(device), dims, media_token_id=media_token_id,
                                    newline_id=newline_id, layout=layout)
-        logits.append(model(inputs_embeds=inputs.embeds[None], position_ids=inputs.positions[None]).logits[0])
-        targets.append(inputs.targets)
+        # the LM head only where a target is (answers): a video SFT sequence is mostly unsupervised frame
+        # tokens, and [S, 151k] logits would dominate the step; ignored positions add nothing to the loss
+        keep = (inputs.targets != IGNORE_INDEX).nonzero().flatten()
+        logits.append(model(inputs_embeds=inputs.embeds[None], position_ids=inputs.positions[None],
+                            logits_to_keep=keep).logits[0])
+        targets.append(inputs.targets[keep])
         seq_tokens += len(inputs.embeds)
     loss, _ = token_mean_loss(torch.cat(logits), torch.cat(targets), dims, total=total)
     return loss, int(world_sum(seq_tokens))
@@ -116,9 +120,10 @@ def optimizer_steps(num_samples: int, dp: int, per_device_batch: int, grad_accum
     return steps
 
 
-def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path, media_dir: str | Path,
+def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
                run_dir: str | Path, out_dir: str | Path, dims, stop_after: int | None = None) -> dict:
-    """Train one stage-5 run on this rank (see the module docstring); returns the loop's result."""
+    """Train one stage-5 run on this rank (see the module docstring); returns the loop's result.
+    `train_json` / `media_dir`: one VILA JSON and its media folder, or lists of them (a data mixture)."""
     from transformers import AutoTokenizer
 
     from longvila.data.sft_dataset import VilaVideoDataset
@@ -132,7 +137,8 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json: str | Path
     rank = dist.get_rank() if dist.is_initialized() else 0
     device, bf16 = training_device(), use_bf16(t.precision)
     claim_run_dir(run_dir, {"stage5": asdict(run), "train": train_fingerprint(t), "world": dims.world_size,
-                            "inputs": file_stamps(init_dir, train_json)}, rank)
+                            "inputs": file_stamps(init_dir, *([train_json] if isinstance(train_json, (str, Path))
+                                                                  else train_json))}, rank)
     torch.manual_seed(t.seed)
     model, saved_dtype = load_for_training(init_dir, device)           # fp32 master weights (bf16 = autocast)
     tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")

@@ -56,11 +56,14 @@ rule train_stage5:
         init=STAGE4_FINAL,
         data="results/s2s_assemble",
         media=s2s_root(),
+        needles=NEEDLES if NEEDLE_TRAINING else [],
     output:
         directory("results/train_stage5/{s5}"),
     params:
         run=lambda wildcards: STAGE5.index(wildcards.s5),
         run_dir="results/runs/stage5/{s5}",
+        data=lambda wildcards: " ".join(stage5_data(wildcards)["data"]),
+        media=lambda wildcards: " ".join(stage5_data(wildcards)["media"]),
     threads: TRAIN_THREADS
     localrule: True
     log:
@@ -68,10 +71,10 @@ rule train_stage5:
     conda:
         env("train")
     message:
-        "Stage 5, {wildcards.s5}: long-video SFT with MM-SP (run dir {params.run_dir})"
+        "Stage 5, {wildcards.s5}: long-video SFT with MM-SP (run dir {params.run_dir}; data {params.data})"
     shell:
         "python -m pipeline.train_stage5 --config {input.config} --run {params.run} --init {input.init}"
-        " --data {input.data}/vila_train.json --media {input.media} --run-dir {params.run_dir} --out {output}"
+        " --data {params.data} --media {params.media} --run-dir {params.run_dir} --out {output}"
         " > {log} 2>&1"
 
 
