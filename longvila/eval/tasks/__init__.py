@@ -1,0 +1,1 @@
+"""Sources of the local lmms-eval tasks: copied into a task folder by `longvila.eval.localmc.write_task`."""
