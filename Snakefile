@@ -15,6 +15,9 @@ include: "workflow/rules/slimpajama.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/shot2story.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/eval_bench.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

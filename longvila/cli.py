@@ -4,7 +4,9 @@
         --seq-len 65536 --out data/64k --upsample per_source --max-rows 3000
     longvila export --shards data/64k --out data/64k.jsonl
     longvila infer --model results/init_model/tiny --video clip.mp4 --prompt "What happens?" --num-frames 8
+    longvila infer --model results/init_model/tiny --video clip.mp4 --prompt "What happens?" --sp 2x2
     longvila serve --model results/init_model/tiny --port 8000     # OpenAI-compatible endpoint
+    longvila eval needle --model DIR --haystack movie.mp4 --max-frames 6000 --interval 300 --sp 2x4
 
 Run `longvila <command> --help` for each command's flags.
 """
@@ -17,6 +19,8 @@ import os
 from pathlib import Path
 
 from longvila.config import ContextConfig, PackConfig, TokenizerConfig, UPSAMPLE_MODES, config_to_dict
+from longvila.eval.bench_cli import add_bench_parser
+from longvila.infer_sp import add_infer_sp_args, run_infer_sp
 from longvila.utils.env import apply_env
 from longvila.utils.logging import get_logger, init_logger
 
@@ -28,6 +32,18 @@ sizes and sha256, config, code version) and remainder.arrow (the tail that does 
 Bad records (malformed JSON, missing or non-string text, invalid UTF-8, empty text, unknown source,
 truncated .zst) are counted by reason and logged with file:line; --strict makes the first one an error.
 The output folder appears complete or not at all; the same inputs and flags give byte-identical shards.
+"""
+
+
+NEEDLE_HELP = """Video needle-in-a-haystack (V-NIAH), scored as the original harness scores it: the haystack at
+1 frame/s, a needle frame inserted at int(depth x frames) for every (frames, depth) cell of the grid
+(frames = interval, 2 x interval, ..., max-frames), the original's ChatML prompts, teacher-forced exact match
+of the answer tokens, mean over the needles. The checkpoint's rope_theta and rope_scaling are used (and
+reported). With --sp the prefill is sharded over local ranks (MM-SP: zigzag ring x Ulysses); each rank encodes
+1/P of the haystack frames once (cached per model, video and sampling).
+
+Writes <out>/cells/*.json (finished cells are skipped on a rerun), all_accuracies.json (the original's schema:
+"Num. Frame", "Frame Depth", "Score"), avg_accuracy.txt, heatmap.png and summary.json.
 """
 
 
@@ -90,12 +106,45 @@ def _infer(args: argparse.Namespace) -> int:
 
     if args.num_frames < 1 or args.max_new_tokens < 1:
         raise ValueError("--num-frames and --max-new-tokens must be >= 1")
+    if args.sp is not None:
+        return run_infer_sp(args)
     if not (args.video or args.image):
         get_logger().warning("infer: no --video or --image given; answering from the text alone")
     model, tokenizer = load_for_inference(args.model)
     text = answer(model, tokenizer, args.prompt, video=args.video, image=args.image, num_frames=args.num_frames,
                   max_new_tokens=args.max_new_tokens, progress=not args.quiet)
     print(text, flush=True)
+    return 0
+
+
+def _eval_needle(args: argparse.Namespace) -> int:
+    from longvila.eval.haystack import make_needles
+    from longvila.eval.needle import frame_grid
+    from longvila.eval.vniah import evaluate_needle, needle_rank
+    from longvila.utils.ranks import default_device, launch_local, parse_sp
+
+    ulysses, ring = parse_sp(args.sp)
+    frames = frame_grid(args.max_frames, args.interval)
+    for path, flag in ((args.model, "--model"), (args.haystack, "--haystack")):
+        if not os.path.exists(path):
+            raise ValueError(f"{flag} {path}: no such file or folder")
+    out = Path(args.out or Path("niah_output") / Path(args.model).resolve().name)
+    needles = args.needles
+    if needles is None:
+        needles = out / "needles"
+        make_needles(needles)
+        get_logger().info(f"eval needle: no --needles, using the built-in colour needles ({needles})")
+    kwargs = {"model_dir": args.model, "haystack": args.haystack, "needles_dir": needles, "out_dir": out,
+              "frames": frames, "depths": args.depths, "cache_dir": args.cache_dir or out / "cache",
+              "layout": args.layout, "progress": not args.quiet}
+    if ulysses * ring == 1:
+        summary = evaluate_needle(**kwargs)
+    else:
+        world = ulysses * ring
+        summary = launch_local(needle_rank, world, {**kwargs, "ulysses": ulysses, "ring": ring},
+                               device=default_device(world))[0]
+    print(f"Average Accuracy: {summary['avg_accuracy']} (chance {summary['chance']:.3f}); {out}/heatmap.png",
+          flush=True)
     return 0
 
 
@@ -159,7 +208,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--num-frames", type=int, default=8, metavar="N", help="frames sampled from the video (default 8)")
     i.add_argument("--max-new-tokens", type=int, default=64, metavar="T", help="answer length limit (default 64)")
     i.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_infer_sp_args(i)
     i.set_defaults(func=_infer)
+    ev = sub.add_parser("eval", help="evaluate a checkpoint: needle in a video haystack, benchmarks")
+    ev_sub = ev.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
+    n = ev_sub.add_parser("needle", help="video needle-in-a-haystack (V-NIAH) grid with sequence-parallel prefill",
+                          description=NEEDLE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    n.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder (released LongVILA layout)")
+    n.add_argument("--haystack", required=True, metavar="VIDEO",
+                   help="a video of at least --max-frames seconds (sampled at 1 frame/s)")
+    n.add_argument("--max-frames", type=int, default=500, metavar="F", help="longest haystack (default 500)")
+    n.add_argument("--interval", type=int, default=50, metavar="I", help="grid step in frames (default 50)")
+    n.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metavar="D",
+                   help="needle depths in [0, 1] (default 0 0.2 ... 1)")
+    n.add_argument("--needles", metavar="DIR", help="folder with needles.json + images (default: built-in "
+                                                    "colour needles)")
+    n.add_argument("--sp", default="1", metavar="UxR", help="sequence-parallel prefill over U x R local ranks, "
+                                                           "e.g. 2x4 (Ulysses 2 x ring 4) or 8 (ring 8); default 1")
+    n.add_argument("--layout", default="zigzag", choices=("zigzag", "contiguous"), help="token layout (zigzag)")
+    n.add_argument("--out", metavar="DIR", help="output folder (default niah_output/<model folder name>)")
+    n.add_argument("--cache-dir", metavar="DIR", help="haystack embedding cache (default <out>/cache)")
+    n.add_argument("--quiet", action="store_true", help="no progress bars")
+    n.set_defaults(func=_eval_needle)
+    add_bench_parser(ev_sub)
     s = sub.add_parser("serve", help="serve a checkpoint as an OpenAI-compatible chat-completions endpoint",
                        description="POST /v1/chat/completions (text, and images as base64 data URLs: one image "
                                    "or the frames of a video), greedy decoding, one request at a time. Used by the "

@@ -114,6 +114,28 @@ def check_training_outputs(root):
     assert [r["run"] for r in summary["runs"]] == ["stage4/256", "stage5/4f"] and len(summary["passkey"]) == 1
     assert (results / "train_report/loss_curves.png").is_file() and "| stage5/4f | 2 |" in (
         results / "train_report/summary.md").read_text()
+    check_eval_outputs(results)
+
+
+def check_eval_outputs(results):
+    """Needle grid in the original's schema, benchmark metrics through lmms-eval, the run report."""
+    acc = json.loads((results / "eval_needle/4f/all_accuracies.json").read_text())
+    assert [(r["Num. Frame"], r["Frame Depth"]) for r in acc] == [(4, 0.0), (4, 100.0), (8, 0.0), (8, 100.0)]
+    assert all(0.0 <= r["Score"] <= 1.0 and sorted(r) == ["Frame Depth", "Num. Frame", "Score"] for r in acc)
+    needle = json.loads((results / "eval_needle/4f/summary.json").read_text())
+    assert needle["chance"] == 0.2 and needle["sp"]["ulysses"] == 2 and needle["rope"]["rope_theta"] == 1e6
+    assert (results / "eval_needle/4f/avg_accuracy.txt").read_text().startswith("Average Accuracy: ")
+    assert (results / "eval_needle/4f/heatmap.png").stat().st_size > 1000 and len(list(
+        (results / "eval_needle/4f/cells").glob("*.json"))) == 4
+    needle_train = json.loads((results / "make_needles/train/4f/vila_train.json").read_text())
+    assert len(needle_train) == 4 and (results / "make_haystack/haystack.mp4").is_file()
+    metrics = json.loads((results / "eval_bench/4f/metrics.json").read_text())
+    acc = metrics["tasks"]["longvila_localmc"]
+    assert 0.0 <= next(iter(acc.values())) <= 1.0 and metrics["num_frames"]["longvila_localmc"] == 32
+    html = (results / "report/index.html").read_text()
+    for section in ("Data", "Training", "Passkey", "Needle", "Benchmarks", "Config"):
+        assert section in html, section
+    assert (results / "report/report.md").is_file()
 
 
 def test_tiny_run_end_to_end_and_rerun_one_rule(tmp_path):

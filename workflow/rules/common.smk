@@ -121,4 +121,31 @@ def stage4_init(wildcards):
 
 def training_targets():
     return (expand("results/train_stage4/{s4}", s4=STAGE4) + expand("results/eval_passkey/{s4}", s4=STAGE4)
-            + expand("results/train_stage5/{s5}", s5=STAGE5) + ["results/train_report"])
+            + expand("results/train_stage5/{s5}", s5=STAGE5) + ["results/train_report"] + eval_targets())
+
+
+# Evaluation (workflow/rules/eval.smk)
+NEEDLE = CFG.eval.needle
+HAYSTACK = NEEDLE.haystack or "results/make_haystack/haystack.mp4"
+NEEDLES = NEEDLE.needles or "results/make_needles"
+NEEDLE_TRAINING = NEEDLE.needles is None and NEEDLE.train_samples > 0
+if NEEDLE.haystack is not None and not Path(NEEDLE.haystack).is_file():
+    raise ValueError(f"eval.needle.haystack {NEEDLE.haystack!r} is not a file; point it at a video of at least "
+                     f"{NEEDLE.max_frames} s, or set it to null to use the haystack that rule make_haystack makes")
+if NEEDLE.needles is not None and not (Path(NEEDLE.needles) / "needles.json").is_file():
+    raise ValueError(f"eval.needle.needles {NEEDLE.needles!r} has no needles.json; see longvila/eval/haystack.py "
+                     "for the format, or set it to null to use the colour needles that rule make_needles makes")
+
+
+def stage5_data(wildcards):
+    """--data / --media of a stage-5 run: the Shot2Story SFT data, plus the needle samples of its frame count."""
+    data, media = ["results/s2s_assemble/vila_train.json"], [s2s_root()]
+    if NEEDLE_TRAINING:
+        data.append(f"results/make_needles/train/{wildcards.s5}/vila_train.json")
+        media.append(f"results/make_needles/train/{wildcards.s5}")
+    return {"data": data, "media": media}
+
+
+def eval_targets():
+    return expand("results/eval_needle/{s5}", s5=STAGE5) + expand("results/eval_bench/{s5}", s5=STAGE5) + [
+        "results/report"]
