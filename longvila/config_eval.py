@@ -36,8 +36,6 @@ class NeedleConfig:
     """Ulysses degree of the sequence-parallel prefill (ranks = ulysses x ring, all on one node)."""
     ring: int = 2
     """Ring degree of the sequence-parallel prefill."""
-    generate: bool = False
-    """Also decode the answer freely (greedy) and record it per cell, beside the teacher-forced exact match."""
     train_samples: int = 240
     """Needle SFT samples mixed into every stage-5 run when `needles` is null (0 = none): haystack windows of
     the run's frame count with one needle frame at a random depth, so the demo model can learn the task."""

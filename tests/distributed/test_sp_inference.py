@@ -125,7 +125,7 @@ def _all_cases(rank, world):
 
 
 def test_sp_inference_and_needle_prefill_match_one_process():
-    both = run_distributed(_all_cases, 4)
+    both = run_distributed(_all_cases, 4, timeout=420)            # two suites of cases in one spawn
     per_rank = [b[0] for b in both]
     for _, needle in both:                                    # V-NIAH predictions, every depth and split
         for name, rows in needle.items():

@@ -250,34 +250,3 @@ def test_plugin_loglikelihood_matches_greedy_decoding(tiny_ckpt):
     assert greedy and logp < 0 and not greedy2 and logp2 < 0
     with pytest.raises(NotImplementedError, match="single-turn"):
         lm.generate_until_multi_round([request("generate_until", {})])
-
-
-@needs_lmms_eval
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_lmms_eval_runs_the_local_task_through_the_entry_point(tiny_ckpt, tmp_path, monkeypatch):
-    from longvila.config_video import SynthConfig
-    from longvila.data.shot2story.synth import build_synthetic
-
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))   # lmms-eval's load_dataset("json")
-    root = tmp_path / "s2s"
-    synth = SynthConfig(videos=2, min_shots=2, max_shots=2, min_shot_seconds=1.0, max_shot_seconds=1.0, fps=4,
-                        width=32, height=32, seed=1)
-    build_synthetic(synth, root)
-    records = json.loads((root / "annotations" / synth.annotation_file).read_text())
-    docs = make_docs(records, lambda r: root / "videos" / r["nvid"], lambda n: root / "shots" / n, 2)
-    write_task(tmp_path / "task", docs)
-    parser = argparse.ArgumentParser()
-    add_bench_parser(parser.add_subparsers(dest="command"))
-    out = tmp_path / "out"
-    args = parser.parse_args(["bench", "-m", str(tiny_ckpt), "-t", TASK_NAME, "-nf", "2",
-                              "--include-path", str(tmp_path / "task"), "--output-dir", str(out)])
-    assert args.func(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_frames"] == {TASK_NAME: 2} and metrics["num_docs"] == {TASK_NAME: len(docs)} == {TASK_NAME: 4}
-    assert 0.0 <= metrics["tasks"][TASK_NAME]["accuracy,none"] <= 1.0 and metrics["chance"] == {TASK_NAME: 0.25}
-    assert metrics["errors"] == {} and metrics["lmms_eval_version"] == "0.7.3"
-    samples = [json.loads(x) for x in (out / TASK_NAME / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 and all("filtered_resps" in s for s in samples)
-    log = (out / TASK_NAME / "lmms_eval.log").read_text()
-    assert "longvila generate" in log and "4/4" in log                 # our generate_until answered every doc

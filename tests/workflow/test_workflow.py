@@ -132,6 +132,10 @@ def check_eval_outputs(results):
     metrics = json.loads((results / "eval_bench/4f/metrics.json").read_text())
     acc = metrics["tasks"]["longvila_localmc"]
     assert 0.0 <= next(iter(acc.values())) <= 1.0 and metrics["num_frames"]["longvila_localmc"] == 32
+    assert metrics["num_docs"] == {"longvila_localmc": 2} and metrics["errors"] == {}     # bench.limit 2
+    samples = (results / "eval_bench/4f/longvila_localmc/samples.jsonl").read_text().splitlines()
+    log = (results / "eval_bench/4f/longvila_localmc/lmms_eval.log").read_text()
+    assert len(samples) == 2 and "longvila generate" in log        # through lmms-eval's entry point, our plugin
     html = (results / "report/index.html").read_text()
     for section in ("Data", "Training", "Passkey", "Needle", "Benchmarks", "Config"):
         assert section in html, section

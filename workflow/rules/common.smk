@@ -129,6 +129,10 @@ NEEDLE = CFG.eval.needle
 HAYSTACK = NEEDLE.haystack or "results/make_haystack/haystack.mp4"
 NEEDLES = NEEDLE.needles or "results/make_needles"
 NEEDLE_TRAINING = NEEDLE.needles is None and NEEDLE.train_samples > 0
+_EVAL_WORLD = CFG.train.cluster.gpus_per_node or CFG.train.cluster.cpu_processes
+if _EVAL_WORLD % (NEEDLE.ulysses * NEEDLE.ring):
+    raise ValueError(f"eval.needle.ulysses x ring = {NEEDLE.ulysses * NEEDLE.ring} must divide the {_EVAL_WORLD} ranks "
+                     "of one node (train.cluster.gpus_per_node, or cpu_processes on CPU); change the degrees")
 if NEEDLE.haystack is not None and not Path(NEEDLE.haystack).is_file():
     raise ValueError(f"eval.needle.haystack {NEEDLE.haystack!r} is not a file; point it at a video of at least "
                      f"{NEEDLE.max_frames} s, or set it to null to use the haystack that rule make_haystack makes")
