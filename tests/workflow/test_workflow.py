@@ -58,7 +58,8 @@ def test_dry_run_default_config(tmp_path):
     assert counts == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4,
                       "export_original": 4, "init_model": 1, "make_shot2story": 1, "s2s_index": 1, "s2s_clip": 1,
                       "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "train_stage4": 2, "eval_passkey": 2,
-                      "train_stage5": 1, "train_report": 1, "all": 1}
+                      "train_stage5": 1, "train_report": 1, "make_haystack": 1, "make_needles": 1, "eval_needle": 1,
+                      "make_bench_task": 1, "eval_bench": 1, "run_report": 1, "all": 1}
 
 
 def test_dry_run_paper_config(tmp_path):
@@ -73,10 +74,13 @@ def test_dry_run_paper_config(tmp_path):
     (tmp_path / "resources/LongVILA-stage3/config.json").write_text("{}")     # a stand-in stage-3 checkpoint
     proc = in_tmp(tmp_path, REPO / "workflow/configs/paper.yaml", "-n", "all")
     # 21 files / 8 per batch = 3 batches, x 4 contexts; nothing exported; real Shot2Story; the made corpus
-    # only for its held-out passkey documents; 4 stage-4 steps, each evaluated; 4 stage-5 runs
+    # only for its held-out passkey documents; 4 stage-4 steps, each evaluated; 4 stage-5 runs, each with a
+    # needle grid and the benchmarks; the run report
     assert jobs(proc) == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4, "s2s_index": 1,
                           "s2s_clip": 1, "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "train_stage4": 4,
-                          "eval_passkey": 4, "train_stage5": 4, "train_report": 1, "all": 1}
+                          "eval_passkey": 4, "train_stage5": 4, "train_report": 1, "make_haystack": 1,
+                          "make_needles": 1, "eval_needle": 4, "make_bench_task": 1, "eval_bench": 4, "run_report": 1,
+                          "all": 1}
     assert "results/pack_shards/1M" in proc.stdout
 
 
