@@ -34,6 +34,8 @@ from longvila.utils.logging import get_logger
 
 INSTALL_HINT = ("install it with `make install`, or `pip install --no-deps -r requirements-eval.txt` (--no-deps: "
                 "lmms-eval's own dependencies pull a CUDA build of torch)")
+DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+            "TORCHELASTIC_RUN_ID")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 MODEL_NAME = "longvila_repro"               # our lmms-eval model id (longvila/eval/lmms_entry.py)
 LOCAL_TASK = "longvila_localmc"
@@ -198,7 +200,10 @@ def run_task(cmd: list[str], task_dir: Path, online: bool = False) -> Path:
     raw = task_dir / "lmms_eval"
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
-    env = {**os.environ, **({} if online else OFFLINE_ENV)}
+    # one plain process: a rank's torch.distributed variables (from a launcher or a test that ran before in
+    # this process) would make lmms-eval's Accelerator try to join a process group that does not exist
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    env.update({} if online else OFFLINE_ENV)
     tail: list[str] = []
     with open(task_dir / "lmms_eval.log", "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
