@@ -157,19 +157,13 @@ def one_fps_indices(num_frames: int, avg_fps: float, max_frames: int) -> list[in
     return list(range(0, num_frames, step))[:max_frames]
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over the weight files' names, sizes and modification times (cheap; changes with any rewrite)."""
-    h = hashlib.sha256()
-    for f in sorted(Path(model_dir).rglob("*.safetensors")):
-        st = f.stat()
-        h.update(f"{f.relative_to(model_dir)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def haystack_key(model_dir: str | Path, video: str | Path, max_frames: int) -> str:
-    """Cache key of (model, video, sampling)."""
+    """Cache key of (model: its files' sizes and mtimes, video, sampling)."""
+    from longvila.train.checkpoint import file_stamps
+
     st = Path(video).stat()
-    text = f"{model_fingerprint(model_dir)}|{Path(video).resolve()}|{st.st_size}|{st.st_mtime_ns}|1fps|{max_frames}"
+    text = json.dumps([file_stamps(model_dir), str(Path(video).resolve()), st.st_size, st.st_mtime_ns, "1fps",
+                       max_frames], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -187,33 +181,20 @@ def read_haystack_frames(video: str | Path, max_frames: int) -> np.ndarray:
 
 @torch.no_grad()
 def encode_haystack(model, frames_uint8: np.ndarray, dims=None, batch: int = 32, progress: bool = False):
-    """Projector outputs [F, T, D] of the frames; with `dims`, each SP rank encodes 1/P of them (MM-SP stage 1)
-    and the result is gathered on every rank."""
+    """Projector outputs [F, T, D] of the frames; with `dims` (SP degree > 1), each SP rank encodes 1/P of them
+    (MM-SP stage 1, `encode_video_sharded`) and every rank gets all of them."""
     from tqdm import tqdm
 
     from longvila.data.video import preprocess_frames
 
-    size = model.vision_tower.config.image_size
-    device = next(model.parameters()).device
-    n = len(frames_uint8)
-    mine = range(n)
     if dims is not None and dims.sp_degree > 1:
-        per = -(-n // dims.sp_degree)
-        r = dims.axis_rank("sp")
-        mine = range(min(n, r * per), min(n, (r + 1) * per))
-    chunks = []
-    for s in tqdm(range(mine.start, mine.stop, batch), desc="encode haystack", unit="batch", disable=not progress):
-        pixels = preprocess_frames(frames_uint8[s:min(s + batch, mine.stop)], size).to(device, model.dtype)
-        chunks.append(model.encode_frames(pixels))
-    t, d = model.encode_frames(preprocess_frames(frames_uint8[:1], size).to(device, model.dtype)).shape[1:]
-    local = torch.cat(chunks) if chunks else torch.zeros(0, t, d, device=device, dtype=model.dtype)
-    if dims is None or dims.sp_degree == 1:
-        return local
-    from longvila.parallel.comm import gather_along
+        from longvila.parallel.sp_inference import encode_video_sharded
 
-    per = -(-n // dims.sp_degree)
-    padded = torch.cat([local, local.new_zeros(per - len(local), t, d)])
-    return gather_along(padded, dims.group("sp"), dim=0)[:n]
+        return encode_video_sharded(model, frames_uint8, dims, batch=batch)
+    size, device = model.vision_tower.config.image_size, next(model.parameters()).device
+    starts = tqdm(range(0, len(frames_uint8), batch), desc="encode haystack", unit="batch", disable=not progress)
+    return torch.cat([model.encode_frames(preprocess_frames(frames_uint8[s:s + batch], size).to(device, model.dtype))
+                      for s in starts])
 
 
 def cached_haystack(model, model_dir, video, max_frames: int, cache_dir: str | Path, dims=None,
