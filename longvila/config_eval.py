@@ -36,7 +36,7 @@ class NeedleConfig:
     """Ulysses degree of the sequence-parallel prefill (ranks = ulysses x ring, all on one node)."""
     ring: int = 2
     """Ring degree of the sequence-parallel prefill."""
-    train_samples: int = 240
+    train_samples: int = 480
     """Needle SFT samples mixed into every stage-5 run when `needles` is null (0 = none): haystack windows of
     the run's frame count with one needle frame at a random depth, so the demo model can learn the task."""
     seed: int = 24242424

@@ -105,6 +105,9 @@ class Stage4Step:
     """Checkpoint every N steps (resume after preemption)."""
 
 
+LR_SCHEDULES = ("cosine", "constant")
+
+
 @dataclass
 class Stage5Run:
     """One long-video SFT run (paper: 256, 512, 1024, 2048 frames)."""
@@ -122,7 +125,10 @@ class Stage5Run:
     grad_accum: int = 1
     """Micro-steps per optimizer step."""
     lr: float = 5e-5
-    """Peak learning rate (cosine after warm-up)."""
+    """Peak learning rate (reached after the warm-up, train.warmup_ratio of the steps)."""
+    lr_schedule: str = "cosine"
+    """After the warm-up: 'cosine' (decay to 0, the release's schedule) or 'constant' (HF's
+    constant_with_warmup; the tiny demo's few hundred steps from scratch need the full rate to the end)."""
     epochs: int = 1
     """Epochs over the stage-5 data."""
     max_length: int = 4096
@@ -224,6 +230,8 @@ def check_training(cfg) -> list[dict]:
                and r.lr > 0 and r.save_every >= 0 and r.zero_stage in (0, 1, 2, 3), key,
                "need frames, per_device_batch, grad_accum, epochs, max_steps >= 1, lr > 0, save_every >= 0, "
                "zero_stage in 0..3")
+        _check(r.lr_schedule in LR_SCHEDULES, f"{key}.lr_schedule",
+               f"{r.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
         _check(t.engine != "deepspeed" or r.zero_stage in (2, 3), f"{key}.zero_stage",
                f"{r.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
         dims = topology(key, r.nodes, r.ulysses, r.ring)

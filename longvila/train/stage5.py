@@ -9,8 +9,8 @@ embeddings are gathered, spliced and re-sharded (`prepare_sp_inputs`), and the l
 over the global batch (per-device batch x DP x grad-accum: the loop divides by the supervised tokens of the
 whole accumulation window, counted from the labels before any video is decoded). Samples longer than
 `max_length` (text + frame tokens) are skipped, counted and logged before training. LR: cosine after a
-linear warm-up over
-`warmup_ratio` of the steps (the release's HF Trainer schedule). Rank 0 writes the full checkpoint in the
+linear warm-up over `warmup_ratio` of the steps (the release's HF Trainer schedule), or constant after it
+(`lr_schedule: constant`). Rank 0 writes the full checkpoint in the
 released layout (tokenizer with the media tokens included) to `out_dir`, atomically.
 """
 
@@ -28,14 +28,19 @@ from longvila.utils.io import atomic_dir
 from longvila.utils.logging import get_logger
 
 
-def cosine_with_warmup(total_steps: int, warmup_ratio: float):
+def cosine_with_warmup(total_steps: int, warmup_ratio: float, schedule: str = "cosine"):
     """LR multiplier per optimizer step s (0-based): s / W during W = ceil(ratio x total) warm-up steps, then
-    half a cosine from 1 to 0 over the remaining steps (transformers' get_cosine_schedule_with_warmup)."""
+    half a cosine from 1 to 0 over the remaining steps (transformers' get_cosine_schedule_with_warmup), or
+    1 to the end with schedule='constant' (get_constant_schedule_with_warmup)."""
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr schedule {schedule!r}: use 'cosine' or 'constant'")
     warm = math.ceil(total_steps * warmup_ratio)
 
     def factor(s: int) -> float:
         if s < warm:
             return s / max(1, warm)
+        if schedule == "constant":
+            return 1.0
         progress = (s - warm) / max(1, total_steps - warm)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
     return factor
@@ -155,7 +160,8 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
     apply_sequence_parallel(model, dims, layout=t.layout)
     total = optimizer_steps(len(data), dims.dp_degree, run.per_device_batch, run.grad_accum, run.epochs)
     total = min(total, run.max_steps or total)
-    engine = make_engine(t.engine, model, dims, lr=run.lr, lr_lambda=cosine_with_warmup(total, t.warmup_ratio),
+    schedule = cosine_with_warmup(total, t.warmup_ratio, run.lr_schedule)
+    engine = make_engine(t.engine, model, dims, lr=run.lr, lr_lambda=schedule,
                          grad_accum=run.grad_accum, zero_stage=run.zero_stage, bf16=bf16)
 
     def loss_fn(batch, total):

@@ -118,6 +118,10 @@ def test_samples_longer_than_max_length_are_skipped_and_counted(tiny_ckpt, sft_d
     f = cosine_with_warmup(100, 0.03)                                    # 3 warm-up steps
     assert [f(0), f(1), f(3)] == [0.0, pytest.approx(1 / 3), 1.0] and f(100) == pytest.approx(0.0)
     assert f(3 + 97 // 2) == pytest.approx(0.5 * (1 + np.cos(np.pi * (97 // 2) / 97)))
+    c = cosine_with_warmup(100, 0.03, "constant")
+    assert [c(0), c(1), c(3), c(99)] == [0.0, pytest.approx(1 / 3), 1.0, 1.0]
+    with pytest.raises(ValueError, match="use 'cosine' or 'constant'"):
+        cosine_with_warmup(100, 0.03, "linear")
 
 
 def test_sample_target_counts_known_before_decoding_equal_the_spliced_sequence(tiny_ckpt, sft_data):
