@@ -250,6 +250,18 @@ def rank_log(run_dir: Path, rank: int) -> Path:
     return Path(run_dir, "logs", f"rank-{rank:05d}.log")
 
 
+def rank_threads(local_ranks: int, environ=os.environ) -> int:
+    """CPU threads per local rank: the job's thread budget split among its ranks. The budget is the inherited
+    OMP_NUM_THREADS (Snakemake sets it to the rule's `threads`, SLURM users to the task's CPUs), else the
+    CPU count. Passing OMP_NUM_THREADS through unchanged, as torchrun does, gave each of 4 ranks the whole
+    2-thread budget: 8 threads on 2 cores made a stage-5 step 2.6x slower (docs/LOG.md, session 5)."""
+    try:
+        budget = int(environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        budget = 0
+    return max(1, (budget if budget > 0 else os.cpu_count() or 1) // local_ranks)
+
+
 def _launch_local(job: Job, cfg) -> int:
     _, world, _, backend = _shape(job, cfg)
     payload = Path(job.run_dir, "logs", f"launch-{uuid.uuid4().hex[:8]}.pkl")
@@ -259,7 +271,8 @@ def _launch_local(job: Job, cfg) -> int:
         port = sock.getsockname()[1]
     env = {**os.environ, **job.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "PYTHONUNBUFFERED": "1"}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))   # as torchrun
+    if "OMP_NUM_THREADS" not in job.env:
+        env["OMP_NUM_THREADS"] = str(rank_threads(world))
     procs, threads = [], []
     get_logger().info(f"{job.name}: {world} local ranks ({backend}), logs {rank_log(job.run_dir, 0).parent}/rank-*.log")
     try:

@@ -36,7 +36,8 @@ def report(out: str, fail_rank: int = -1, sleep_s: float = 0) -> dict:
     total = torch.tensor([rank + 1.0])
     dist.all_reduce(total)
     seen = {"rank": rank, "world": world, "sum": total.item(), "backend": dist.get_backend(),
-            "env": {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}}
+            "env": {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                                              "OMP_NUM_THREADS")}}
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
     get_logger().info(f"hello from rank {rank}")
     return seen
@@ -71,18 +72,26 @@ def _seen(tmp_path, world):
 
 # ---- local
 
-def test_local_launcher_runs_every_rank_with_the_torchrun_environment(tmp_path, capfd):
+def test_local_launcher_runs_every_rank_with_the_torchrun_environment(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")                         # the job's budget (Snakemake: threads)
     assert L.launch(_job(tmp_path), _cfg("local", 2)) == 0
     seen = _seen(tmp_path, 2)
     assert [s["rank"] for s in seen] == [0, 1] and {s["sum"] for s in seen} == {3.0}
     assert {s["backend"] for s in seen} == {"gloo"} and {s["env"]["MASTER_ADDR"] for s in seen} == {"127.0.0.1"}
     assert [s["env"]["LOCAL_RANK"] for s in seen] == ["0", "1"] and seen[0]["env"]["WORLD_SIZE"] == "2"
+    assert {s["env"]["OMP_NUM_THREADS"] for s in seen} == {"2"}         # split among the ranks, not each 4
     for r in range(2):                                                  # every rank has its own log
         assert f"hello from rank {r}" in (tmp_path / f"run/logs/rank-{r:05d}.log").read_text()
     console = capfd.readouterr().err                                   # rank 0 only
     assert "hello from rank 0" in console and "hello from rank 1" not in console
     assert json.loads((tmp_path / "run/plan.json").read_text())["world_size"] == 2
     assert not list((tmp_path / "run/logs").glob("launch-*.pkl"))      # the payload is cleaned up
+
+
+def test_rank_threads_split_the_job_budget():
+    assert L.rank_threads(4, {"OMP_NUM_THREADS": "2"}) == 1 and L.rank_threads(2, {"OMP_NUM_THREADS": "8"}) == 4
+    assert L.rank_threads(3, {"OMP_NUM_THREADS": "junk"}) == max(1, (os.cpu_count() or 1) // 3)
+    assert L.rank_threads(64, {}) == 1
 
 
 def test_a_failing_local_rank_fails_the_launch_and_stops_the_others(tmp_path):

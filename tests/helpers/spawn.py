@@ -9,6 +9,7 @@ os._exit the result queue is closed and its feeder thread joined, so a result is
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import sys
@@ -16,6 +17,21 @@ import traceback
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+
+_PRELOAD = ["torch", "torch.distributed", "transformers", "longvila.model", "longvila.parallel"]
+if importlib.util.find_spec("deepspeed") is not None:
+    _PRELOAD.append("deepspeed")                     # ~9 s to import, and the ZeRO tests spawn it 12 times
+_CONTEXT = None
+
+
+def _context():
+    """The session's forkserver context (started on first use, with `_PRELOAD` imported)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = mp.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(_PRELOAD)
+    return _CONTEXT
 
 
 def _free_port() -> int:
@@ -44,7 +60,7 @@ def _worker(rank, world_size, port, fn, args, queue):
 
 
 def run_distributed(fn, world_size: int, *args, timeout: float = 180) -> list:
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     queue = ctx.Queue()
     port = _free_port()
     procs = [ctx.Process(target=_worker, args=(r, world_size, port, fn, args, queue)) for r in range(world_size)]
