@@ -5,6 +5,7 @@ import os
 import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from longvila.config import load_config
@@ -59,9 +60,18 @@ def batch_inputs(wildcards):
     return [str(CORPUS_ROOT / n) for n in BATCHES[int(wildcards.batch[1:])]]
 
 
+def run_cores():
+    """--cores of a local run; None under a cluster executor (--profile slurm), where every job is sized by
+    its own threads/resources and Snakemake has no total to ask for."""
+    try:
+        return workflow.cores
+    except WorkflowError:                  # "Workflow requires a total number of cores to be defined"
+        return None
+
+
 def pack_threads():
-    """pack.workers, or 0 = every core this run may use (--cores; on a cluster, override with set-threads)."""
-    return CFG.pack.workers or max(1, min(workflow.cores or 1, os.cpu_count() or 1))
+    """pack.workers, or 0 = every core this run may use (--cores; under SLURM, 1 unless set-threads says)."""
+    return CFG.pack.workers or max(1, min(run_cores() or 1, os.cpu_count() or 1))
 
 
 def final_targets():
@@ -107,11 +117,12 @@ if len(set(STAGE4)) != len(STAGE4) or len(set(STAGE5)) != len(STAGE5):
 INIT_MODEL = CFG.model.checkpoint or f"results/init_model/{CFG.model.size}"
 STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else INIT_MODEL
 # A local run holds this machine's CPU processes or all of its GPUs: never two at once (threads = every core
-# Snakemake may use); a submitit launcher only waits for its SLURM job.
+# Snakemake may use); under a cluster executor a training job asks for one CPU per local rank; a submitit
+# launcher only waits for its SLURM job.
 if CFG.train.launcher == "submitit":
     TRAIN_THREADS = 1
 else:
-    TRAIN_THREADS = max(CFG.train.cluster.cpu_processes, workflow.cores or 1)
+    TRAIN_THREADS = max(CFG.train.cluster.cpu_processes, run_cores() or 1)
 
 
 def stage4_init(wildcards):
