@@ -250,11 +250,17 @@ def rank_log(run_dir: Path, rank: int) -> Path:
     return Path(run_dir, "logs", f"rank-{rank:05d}.log")
 
 
+# the thread-count variables Snakemake sets to a job's threads (and torch / BLAS libraries read)
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS")
+
+
 def rank_threads(local_ranks: int, environ=os.environ) -> int:
     """CPU threads per local rank: the job's thread budget split among its ranks. The budget is the inherited
     OMP_NUM_THREADS (Snakemake sets it to the rule's `threads`, SLURM users to the task's CPUs), else the
-    CPU count. Passing OMP_NUM_THREADS through unchanged, as torchrun does, gave each of 4 ranks the whole
-    2-thread budget: 8 threads on 2 cores made a stage-5 step 2.6x slower (docs/LOG.md, session 5)."""
+    CPU count. Every variable of THREAD_VARS is set to it for each rank. Passing them through unchanged, as
+    torchrun does, gave each of 4 ranks the whole 2-thread budget: 8 threads on 2 cores made a stage-5 step
+    2.6x slower (docs/LOG.md, session 5)."""
     try:
         budget = int(environ.get("OMP_NUM_THREADS", ""))
     except ValueError:
@@ -271,8 +277,10 @@ def _launch_local(job: Job, cfg) -> int:
         port = sock.getsockname()[1]
     env = {**os.environ, **job.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "PYTHONUNBUFFERED": "1"}
-    if "OMP_NUM_THREADS" not in job.env:
-        env["OMP_NUM_THREADS"] = str(rank_threads(world))
+    per_rank = str(rank_threads(world))
+    for var in THREAD_VARS:                      # torch reads MKL_NUM_THREADS after (over) OMP_NUM_THREADS
+        if var not in job.env:
+            env[var] = per_rank
     procs, threads = [], []
     get_logger().info(f"{job.name}: {world} local ranks ({backend}), logs {rank_log(job.run_dir, 0).parent}/rank-*.log")
     try:

@@ -37,7 +37,7 @@ def report(out: str, fail_rank: int = -1, sleep_s: float = 0) -> dict:
     dist.all_reduce(total)
     seen = {"rank": rank, "world": world, "sum": total.item(), "backend": dist.get_backend(),
             "env": {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                                              "OMP_NUM_THREADS")}}
+                                              "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
     get_logger().info(f"hello from rank {rank}")
     return seen
@@ -74,12 +74,13 @@ def _seen(tmp_path, world):
 
 def test_local_launcher_runs_every_rank_with_the_torchrun_environment(tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")                         # the job's budget (Snakemake: threads)
+    monkeypatch.setenv("MKL_NUM_THREADS", "4")                         # torch reads this one over OMP's
     assert L.launch(_job(tmp_path), _cfg("local", 2)) == 0
     seen = _seen(tmp_path, 2)
     assert [s["rank"] for s in seen] == [0, 1] and {s["sum"] for s in seen} == {3.0}
     assert {s["backend"] for s in seen} == {"gloo"} and {s["env"]["MASTER_ADDR"] for s in seen} == {"127.0.0.1"}
     assert [s["env"]["LOCAL_RANK"] for s in seen] == ["0", "1"] and seen[0]["env"]["WORLD_SIZE"] == "2"
-    assert {s["env"]["OMP_NUM_THREADS"] for s in seen} == {"2"}         # split among the ranks, not each 4
+    assert {(s["env"]["OMP_NUM_THREADS"], s["env"]["MKL_NUM_THREADS"]) for s in seen} == {("2", "2")}   # split
     for r in range(2):                                                  # every rank has its own log
         assert f"hello from rank {r}" in (tmp_path / f"run/logs/rank-{r:05d}.log").read_text()
     console = capfd.readouterr().err                                   # rank 0 only
