@@ -8,10 +8,10 @@ conversations (`VilaVideoDataset`, `frames` per video): each SP rank encodes 1/P
 embeddings are gathered, spliced and re-sharded (`prepare_sp_inputs`), and the loss is the exact token mean
 over the global batch (per-device batch x DP x grad-accum: the loop divides by the supervised tokens of the
 whole accumulation window, counted from the labels before any video is decoded). Samples longer than
-`max_length` (text + frame tokens) are skipped, counted and logged before training. LR: cosine after a
-linear warm-up over `warmup_ratio` of the steps (the release's HF Trainer schedule), or constant after it
-(`lr_schedule: constant`). Rank 0 writes the full checkpoint in the
-released layout (tokenizer with the media tokens included) to `out_dir`, atomically.
+`max_length` (text + frame tokens) are skipped, counted and logged before training. LR: a linear warm-up
+over `warmup_ratio` of the steps, then cosine (the release's HF Trainer schedule) or constant
+(`lr_schedule`). Rank 0 writes the full checkpoint in the released layout (tokenizer with the media tokens
+included) to `out_dir`, atomically.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from longvila.config_train import LR_SCHEDULES
 from longvila.parallel.loss import IGNORE_INDEX, token_mean_loss
 from longvila.utils.io import atomic_dir
 from longvila.utils.logging import get_logger
 
 
-def cosine_with_warmup(total_steps: int, warmup_ratio: float, schedule: str = "cosine"):
+def lr_with_warmup(total_steps: int, warmup_ratio: float, schedule: str = "cosine"):
     """LR multiplier per optimizer step s (0-based): s / W during W = ceil(ratio x total) warm-up steps, then
     half a cosine from 1 to 0 over the remaining steps (transformers' get_cosine_schedule_with_warmup), or
     1 to the end with schedule='constant' (get_constant_schedule_with_warmup)."""
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"lr schedule {schedule!r}: use 'cosine' or 'constant'")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule {schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
     warm = math.ceil(total_steps * warmup_ratio)
 
     def factor(s: int) -> float:
@@ -160,7 +161,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
     apply_sequence_parallel(model, dims, layout=t.layout)
     total = optimizer_steps(len(data), dims.dp_degree, run.per_device_batch, run.grad_accum, run.epochs)
     total = min(total, run.max_steps or total)
-    schedule = cosine_with_warmup(total, t.warmup_ratio, run.lr_schedule)
+    schedule = lr_with_warmup(total, t.warmup_ratio, run.lr_schedule)
     engine = make_engine(t.engine, model, dims, lr=run.lr, lr_lambda=schedule,
                          grad_accum=run.grad_accum, zero_stage=run.zero_stage, bf16=bf16)
 

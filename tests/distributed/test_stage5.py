@@ -106,7 +106,7 @@ def test_data_parallel_replicas_with_accumulation_give_the_exact_global_token_me
 def test_samples_longer_than_max_length_are_skipped_and_counted(tiny_ckpt, sft_data, tmp_path):
     from longvila.config import load_config_file
     from longvila.parallel import ParallelDims
-    from longvila.train.stage5 import cosine_with_warmup, optimizer_steps, run_stage5
+    from longvila.train.stage5 import lr_with_warmup, optimizer_steps, run_stage5
 
     cfg = load_config_file(tiny_ckpt.parent / "config.yaml", _overrides(1, 1, extra=", max_length: 16"))
     with pytest.raises(ValueError, match="no stage-5 sample fits max_length 16"):
@@ -115,13 +115,13 @@ def test_samples_longer_than_max_length_are_skipped_and_counted(tiny_ckpt, sft_d
     with pytest.raises(ValueError, match="do not fill one global batch"):
         optimizer_steps(3, dp=2, per_device_batch=1, grad_accum=2, epochs=1)
     assert optimizer_steps(10, dp=2, per_device_batch=1, grad_accum=2, epochs=3) == 7     # 15 // 2
-    f = cosine_with_warmup(100, 0.03)                                    # 3 warm-up steps
+    f = lr_with_warmup(100, 0.03)                                    # 3 warm-up steps
     assert [f(0), f(1), f(3)] == [0.0, pytest.approx(1 / 3), 1.0] and f(100) == pytest.approx(0.0)
     assert f(3 + 97 // 2) == pytest.approx(0.5 * (1 + np.cos(np.pi * (97 // 2) / 97)))
-    c = cosine_with_warmup(100, 0.03, "constant")
+    c = lr_with_warmup(100, 0.03, "constant")
     assert [c(0), c(1), c(3), c(99)] == [0.0, pytest.approx(1 / 3), 1.0, 1.0]
-    with pytest.raises(ValueError, match="use 'cosine' or 'constant'"):
-        cosine_with_warmup(100, 0.03, "linear")
+    with pytest.raises(ValueError, match="use one of cosine, constant"):
+        lr_with_warmup(100, 0.03, "linear")
 
 
 def test_sample_target_counts_known_before_decoding_equal_the_spliced_sequence(tiny_ckpt, sft_data):
