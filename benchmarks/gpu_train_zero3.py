@@ -1,4 +1,4 @@
-"""GPU: a few DeepSpeed ZeRO-3 training steps of the 1.5B-shaped LLM, the longest sequence that fits, tokens/s, MFU.
+"""GPU: a few DeepSpeed ZeRO-3 (or --zero 2 3) training steps of the 1.5B-shaped LLM, the longest sequence that fits, tokens/s, MFU.
 
 One GPU, one rank (NCCL), our `DeepSpeedEngine` (ZeRO-3, bf16 with fp32 master weights, torch AdamW) — the
 engine the training rules use — full fine-tune of the LLM, no gradient checkpointing, attention through
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 PEAK = {"H100": 989e12, "H200": 989e12}
 
 
-def run(size: str, seq_len: int, steps: int) -> dict:
+def run(size: str, seq_len: int, steps: int, zero: int = 3) -> dict:
     from transformers import Qwen2ForCausalLM
 
     from longvila.model import build_config
@@ -44,7 +46,7 @@ def run(size: str, seq_len: int, steps: int) -> dict:
     model = Qwen2ForCausalLM(cfg).to("cuda" if cuda else "cpu").train()
     dims = ParallelDims(world_size=1)
     apply_sequence_parallel(model, dims, backend="flash_attn" if cuda else "torch_cpu")
-    engine = DeepSpeedEngine(model, dims, lr=1e-5, lr_lambda=lambda s: 1.0, grad_accum=1, zero_stage=3, bf16=cuda)
+    engine = DeepSpeedEngine(model, dims, lr=1e-5, lr_lambda=lambda s: 1.0, grad_accum=1, zero_stage=zero, bf16=cuda)
     row = torch.randint(0, cfg.vocab_size, (seq_len,), device="cuda" if cuda else "cpu")
     times = []
     if cuda:
@@ -60,6 +62,7 @@ def run(size: str, seq_len: int, steps: int) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     dt = sorted(times[1:])[len(times[1:]) // 2]
+    states = torch.cuda.memory_allocated() / 2**30 if cuda else float("nan")   # held between steps: model states
     n = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.parameters())
     flops = seq_len * (6 * n + 6 * cfg.num_hidden_layers * seq_len * cfg.hidden_size)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
@@ -67,8 +70,37 @@ def run(size: str, seq_len: int, steps: int) -> dict:
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    return {"seq_len": seq_len, "time": dt, "tok_s": seq_len / dt, "flops": flops, "peak_gib": peak,
+    return {"seq_len": seq_len, "time": dt, "tok_s": seq_len / dt, "flops": flops, "peak_gib": peak, "states_gib": states,
             "loss": loss.item(), "params": n}
+
+
+def _child(size: str, seq_len: int, steps: int, zero: int) -> None:
+    """One case in this process (one rank, NCCL or gloo); prints one JSON line, then exits."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
+    try:
+        result = run(size, seq_len, steps, zero)
+    except torch.OutOfMemoryError:
+        result = {"oom": True}
+    print("RESULT " + json.dumps(result), flush=True)
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _case(args, zero: int, seq_len: int) -> dict:
+    """Run one case in a fresh process: DeepSpeed keeps GPU memory between engines in one process, which
+    would inflate the next case's numbers (and made a ZeRO-3 case after a ZeRO-2 OOM fail in NCCL)."""
+    cmd = [sys.executable, __file__, "--child", "--size", args.size, "--seq-lens", str(seq_len),
+           "--steps", str(args.steps), "--zero", str(zero)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise SystemExit(f"case ZeRO-{zero} S={seq_len} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main() -> int:
@@ -76,33 +108,32 @@ def main() -> int:
     parser.add_argument("--size", default="qwen2-1.5b-384", help="model size (longvila.model.sizes)")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[4096, 8192, 16384, 32768, 65536])
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--zero", type=int, nargs="+", default=[3], choices=(2, 3), help="ZeRO stages to compare")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    if args.child:
+        _child(args.size, args.seq_lens[0], args.steps, args.zero[0])
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1)
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = next((v for k, v in PEAK.items() if k in name), None)
-    print(f"device {name}; {args.size}, DeepSpeed ZeRO-3, {'bf16' if cuda else 'fp32'}, no gradient checkpointing")
-    print(f"{'S':>7} {'step s':>8} {'tok/s':>9} {'peak GiB':>9} {'MFU':>6} {'loss':>8}")
+    print(f"device {name}; {args.size}, DeepSpeed, {'bf16' if cuda else 'fp32'}, no gradient checkpointing, one "
+          f"process per case; states = allocated between steps (parameters, gradients, optimizer), peak = max "
+          f"allocated")
+    print(f"{'ZeRO':>4} {'S':>7} {'step s':>8} {'tok/s':>9} {'states GiB':>10} {'peak GiB':>9} {'MFU':>6} {'loss':>8}")
     fitted = None
-    for seq_len in args.seq_lens:
-        try:
-            r = run(args.size, seq_len, args.steps)
-        except torch.OutOfMemoryError:
-            print(f"{seq_len:>7} OOM")
-            break
-        mfu = f"{r['flops'] / r['time'] / peak:.3f}" if peak else "-"
-        print(f"{seq_len:>7} {r['time']:>8.3f} {r['tok_s']:>9.0f} {r['peak_gib']:>9.1f} {mfu:>6} {r['loss']:>8.4f}")
-        fitted = seq_len
-    print(f"longest sequence that fits: {fitted} tokens")
-    dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    os._exit(0 if fitted else 1)
+    for zero in args.zero:
+        for seq_len in args.seq_lens:
+            r = _case(args, zero, seq_len)
+            if r.get("oom"):
+                print(f"{zero:>4} {seq_len:>7} OOM", flush=True)
+                break
+            mfu = f"{r['flops'] / r['time'] / peak:.3f}" if peak else "-"
+            print(f"{zero:>4} {seq_len:>7} {r['time']:>8.3f} {r['tok_s']:>9.0f} {r['states_gib']:>10.1f} "
+                  f"{r['peak_gib']:>9.1f} {mfu:>6} {r['loss']:>8.4f}", flush=True)
+            fitted = seq_len
+        print(f"ZeRO-{zero}: longest sequence that fits: {fitted} tokens", flush=True)
+    return 0 if fitted else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
