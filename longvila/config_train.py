@@ -183,12 +183,12 @@ class TrainConfig:
 def check_training(cfg) -> list[dict]:
     """Validate `cfg.train` against the model and the data (see the module docstring); returns one plan row
     per run: name, world, SP = U x R, DP, sequence/frames, global batch."""
-    from longvila.model.sizes import build_config
-    from longvila.parallel.dims import ParallelDims
+    from longvila.parallel.dims import ParallelDims      # both torch-free: this runs in every Snakemake process
+    from longvila.shapes import llm_shape
 
     t = cfg.train
-    llm = build_config(cfg.model.size).llm_config()
-    heads, kv = llm.num_attention_heads, llm.num_key_value_heads
+    shape = llm_shape(cfg.model.size)
+    heads, kv = shape.heads, shape.kv_heads
     contexts = {c.name: c.seq_len for c in cfg.pack.contexts}
     plan = []
 

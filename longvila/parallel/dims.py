@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch.distributed as dist
-
 
 def valid_ulysses_degrees(num_heads: int, num_kv_heads: int) -> list[int]:
     """Ulysses degrees U that split both head counts (KV heads replicated when U > H_kv and U % H_kv == 0)."""
@@ -43,6 +41,8 @@ class ParallelDims:
         if self.ulysses < 1 or self.ring < 1:
             raise ValueError(f"ulysses={self.ulysses}, ring={self.ring}: both degrees must be >= 1")
         if self.world_size is None:
+            import torch.distributed as dist          # here, not at import: the config checks stay torch-free
+
             self.world_size = dist.get_world_size() if dist.is_initialized() else self.sp_degree
         if self.world_size % self.sp_degree:
             raise ValueError(f"world_size={self.world_size} is not a multiple of ulysses x ring = {self.sp_degree}; "
@@ -89,6 +89,8 @@ class ParallelDims:
     # ------------------------------------------------------------------ process groups
     def build(self) -> "ParallelDims":
         """Create this process's groups (every rank must call it, in the same order)."""
+        import torch.distributed as dist
+
         if not dist.is_initialized():
             raise ValueError("ParallelDims.build() needs torch.distributed.init_process_group() first")
         if dist.get_world_size() != self.world_size:

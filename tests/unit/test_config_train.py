@@ -40,3 +40,28 @@ def test_shipped_configs_validate_with_the_papers_batch_arithmetic():
 def test_bad_training_configs_name_the_field_and_the_fix(path, overrides, message):
     with pytest.raises(ValueError, match=message):
         check_training(_cfg(path, **overrides))
+
+
+def test_the_checks_at_dag_build_import_neither_torch_nor_transformers():
+    """check_training runs in every Snakemake process (each SLURM job too): it reads head counts from
+    longvila.shapes and does ParallelDims arithmetic without torch (several seconds per process otherwise)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from longvila.config import load_config_file; from longvila.config_train import "
+            "check_training; check_training(load_config_file('workflow/configs/paper.yaml')); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("size", ["tiny", "qwen2-1.5b-384", "qwen2-7b-384", "qwen2-7b-448"])
+def test_plain_shapes_match_the_transformers_configs(size):
+    from longvila.model.sizes import build_config
+    from longvila.shapes import llm_shape
+
+    llm, shape = build_config(size).llm_config(), llm_shape(size)
+    assert (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.intermediate, shape.vocab, shape.tied) == (
+        llm.num_hidden_layers, llm.hidden_size, llm.num_attention_heads, llm.num_key_value_heads,
+        llm.intermediate_size, llm.vocab_size, llm.tie_word_embeddings)
+    assert shape.head_dim == llm.hidden_size // llm.num_attention_heads

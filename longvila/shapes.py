@@ -1,0 +1,66 @@
+"""Named model sizes as plain numbers, importable without torch or Transformers.
+
+The config checks at DAG build (`longvila.config_train.check_training`, run in every Snakemake process and
+so in every SLURM job) and the launch plans need head counts and layer shapes, not a model: reading them
+here keeps each of those processes from importing torch and Transformers (several seconds each).
+`longvila.model.sizes.build_config` turns the same table into Transformers configs.
+
+    shape = llm_shape("qwen2-7b-384")      # LLMShape(layers=28, hidden=3584, heads=28, kv_heads=4, ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QWEN2_VOCAB = 151_648  # the released llm/config.json; the media tokens are added (and rows resized) at load
+
+_SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                      patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+
+# size -> (Qwen2Config keyword arguments, SiglipVisionConfig keyword arguments)
+SIZES: dict[str, tuple[dict, dict]] = {
+    "tiny": (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6, vocab_size=QWEN2_VOCAB,
+                  tie_word_embeddings=False),  # untied, like Qwen2-7B: resizing for media tokens grows both
+             dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=4, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)),
+    "qwen2-1.5b-384": (dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                            num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6,
+                            vocab_size=QWEN2_VOCAB, tie_word_embeddings=True),
+                       dict(_SIGLIP_SO400M, image_size=384)),
+    "qwen2-7b-384": (dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                          num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1e6,
+                          vocab_size=QWEN2_VOCAB, tie_word_embeddings=False, rms_norm_eps=1e-6),
+                     dict(_SIGLIP_SO400M, image_size=384)),
+    "qwen2-7b-448": (dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                          num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1e6,
+                          vocab_size=QWEN2_VOCAB, tie_word_embeddings=False, rms_norm_eps=1e-6),
+                     dict(_SIGLIP_SO400M, image_size=448)),
+}
+
+
+@dataclass(frozen=True)
+class LLMShape:
+    """The LLM's shape: what the topology checks (heads) and memory/communication estimates need."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    tied: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+def llm_shape(size: str) -> LLMShape:
+    """The LLM shape of a named size (ValueError listing the known sizes otherwise)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; known: {', '.join(SIZES)}")
+    c = SIZES[size][0]
+    return LLMShape(layers=c["num_hidden_layers"], hidden=c["hidden_size"], heads=c["num_attention_heads"],
+                    kv_heads=c["num_key_value_heads"], intermediate=c["intermediate_size"], vocab=c["vocab_size"],
+                    tied=c["tie_word_embeddings"])
