@@ -43,6 +43,9 @@ class ClusterConfig:
     """How often a timed-out job requeues itself (preempted jobs always do); submitit's max_num_timeout."""
     signal_delay_s: int = 120
     """Seconds before the time limit at which SLURM sends USR2, so the job can requeue itself in time."""
+    poll_seconds: float = 10.0
+    """How often the submitit launcher asks squeue about its job: one that ended without results (scancel,
+    node failure) fails the rule instead of being waited for forever where sacct is unavailable."""
     setup: list[str] = field(default_factory=list)
     """Shell lines the sbatch script runs before srun, e.g. 'source .venv/bin/activate'."""
     sbatch_extra: dict[str, str] = field(default_factory=dict)
@@ -63,6 +66,7 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         for name in ("nodes", "cpu_processes", "time_minutes", "cpus_per_task"):
             _check(getattr(self, name) >= 1, f"cluster.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.poll_seconds > 0, "cluster.poll_seconds", f"must be > 0, got {self.poll_seconds}")
         for name in ("gpus_per_node", "max_requeues", "signal_delay_s"):
             _check(getattr(self, name) >= 0, f"cluster.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.mem_gb is None or self.mem_gb >= 0, "cluster.mem_gb", f"must be >= 0 or null, got {self.mem_gb}")

@@ -19,13 +19,13 @@ record the plan in `run_dir/plan.json` first.
   callable returns, so a rank cannot os._exit there: it leaves the group (barrier, destroy_process_group)
   and, after success only, registers an exit hook that calls os._exit(0) once the result is saved (risk
   left: an abort before that hook shows a failed task that saved its result). Tests: `cluster="local"`.
+  That backend lives in `pipeline.launch_submitit`.
 
     python -m pipeline.train_stage4 --config config.yaml --step 0 --print-plan [--json]
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import json
 import os
@@ -40,8 +40,6 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from submitit.helpers import Checkpointable, DelayedSubmission
 
 from longvila.utils.io import write_json_atomic
 from pipeline._procs import die_with_parent, sigterm_as_exit, stop, wait_all
@@ -179,7 +177,9 @@ def launch(job: Job, cfg, *, cluster: str | None = None) -> int:
     if cfg.train.launcher == "local":
         write_json_atomic(Path(job.run_dir, "plan.json"), describe(job, cfg))
         return _launch_local(job, cfg)
-    return _launch_submitit(job, cfg, cluster or "slurm")
+    from pipeline.launch_submitit import launch_submitit
+
+    return launch_submitit(job, cfg, cluster or "slurm")
 
 
 # ---------------------------------------------------------------------------------------------- ranks
@@ -314,69 +314,6 @@ def _launch_local(job: Job, cfg) -> int:
     finally:
         stop(procs)
         payload.unlink(missing_ok=True)
-
-
-# -------------------------------------------------------------------------------------------- submitit
-
-class SubmititRank(Checkpointable):
-    """The callable submitit runs on every task: export the torch env, run the target, return its result.
-    Checkpointable: on timeout/preemption submitit calls `checkpoint()` and requeues the same callable,
-    and the target resumes from the newest complete checkpoint in its run dir."""
-
-    def __init__(self, target: str, kwargs: dict, backend: str, run_dir: str, env: dict | None = None) -> None:
-        self.target, self.kwargs, self.backend, self.run_dir, self.env = target, kwargs, backend, run_dir, env or {}
-
-    def __call__(self):
-        from submitit.helpers import TorchDistributedEnvironment
-
-        os.environ.update(self.env)
-        # the GPU is picked from LOCAL_RANK in _run_rank, whether SLURM shows a task all GPUs or one
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        rank = int(os.environ["RANK"])
-        result = _run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, rank)))
-        # submitit pickles `result` after this returns: only then end the interpreter (see module docstring)
-        atexit.register(_exit_now)
-        return result
-
-    def checkpoint(self, *args, **kwargs):
-        """Requeue this same callable (the training state is in the run dir's checkpoints, not in self)."""
-        get_logger().info("requeueing: the job resumes from the newest complete checkpoint")
-        return DelayedSubmission(self, *args, **kwargs)
-
-
-def _launch_submitit(job: Job, cfg, cluster: str) -> int:
-    import submitit
-
-    nodes, tasks, _, backend = _shape(job, cfg)
-    folder = _fresh_folder(job)
-    try:
-        executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
-                                         slurm_max_num_timeout=cfg.train.cluster.max_requeues)
-    except RuntimeError as e:                    # no srun on PATH
-        raise ValueError(f"train.launcher 'submitit' needs SLURM here ({e}); use train.launcher: local") from e
-    executor.update_parameters(**submitit_parameters(job, cfg))
-    plan = describe(job, cfg, folder=folder)
-    write_json_atomic(Path(job.run_dir, "plan.json"), plan)
-    sj = executor.submit(SubmititRank(job.target, job.kwargs, backend, str(Path(job.run_dir).absolute()), job.env))
-    log = get_logger()
-    log.info(f"{job.name}: submitted job {sj.job_id} ({nodes} x {tasks} tasks, {backend}); logs {folder}")
-    try:
-        with sigterm_as_exit():
-            errors = [(t, sj.task(t).exception()) for t in range(sj.num_tasks)]
-    except BaseException:                        # the launcher was stopped: do not leave the job running
-        sj.cancel(check=False)
-        raise
-    # the root cause first: a task with its own traceback, not one that lost a peer or was stopped
-    errors = sorted([(t, e) for t, e in errors if e is not None],
-                    key=lambda te: (not isinstance(te[1], submitit.core.utils.FailedJobError),
-                                    _collateral(str(te[1])), te[0]))
-    if errors:
-        t, e = errors[0]
-        paths = sj.task(t).paths
-        raise RuntimeError(f"job {job.name}: submitit job {sj.job_id} failed in task {t} (state {sj.state}); "
-                           f"logs {paths.stderr} and {paths.stdout}\n{e}")
-    log.info(f"{job.name}: job {sj.job_id} finished")
-    return 0
 
 
 if __name__ == "__main__":

@@ -44,8 +44,24 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     return tmp / "tiny"
 
 
+@pytest.fixture(scope="session")
+def tiny_dag(tmp_path_factory) -> Path:
+    """The whole DAG of tests/workflow/config.yaml, run once locally (--cores 2): the workflow test checks
+    it, the SLURM test compares its own run with it."""
+    from tests.helpers.snake import in_dir
+
+    root = tmp_path_factory.mktemp("tiny_dag")
+    in_dir(root, "all", "--cores", "2")
+    return root
+
+
 def corpus_inputs(root: Path) -> list[tuple[Path, str]]:
     return [(p, str(p.relative_to(root))) for p in sorted(root.glob("train/chunk*/*.jsonl.zst"))]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--require-slurm", action="store_true",
+                     help="fail (instead of skip) the SLURM tests when no cluster answers; .ci/run sets it")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -95,6 +95,16 @@ def test_rank_threads_split_the_job_budget():
     assert L.rank_threads(64, {}) == 1
 
 
+def test_slurm_tasks_take_their_threads_from_their_cpus_not_the_launcher_rule():
+    from pipeline.launch_submitit import task_thread_env
+
+    env = {"SLURM_CPUS_PER_TASK": "8", "OMP_NUM_THREADS": "1"}           # 1: the launcher rule's, via sbatch
+    assert task_thread_env(env, {}) == {var: "8" for var in L.THREAD_VARS}
+    assert task_thread_env(env, {"OMP_NUM_THREADS": "3"})["MKL_NUM_THREADS"] == "8"
+    assert "OMP_NUM_THREADS" not in task_thread_env(env, {"OMP_NUM_THREADS": "3"})  # the job's own wins
+    assert task_thread_env({"OMP_NUM_THREADS": "1"}, {}) == {}             # not in a SLURM task: unchanged
+
+
 def test_a_failing_local_rank_fails_the_launch_and_stops_the_others(tmp_path):
     start = time.time()
     with pytest.raises(RuntimeError, match=r"(?s)rank 1 failed.*ValueError: boom on rank 1"):

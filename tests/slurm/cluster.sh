@@ -10,7 +10,8 @@
 # Settings (environment): SLURM_NODE_CPUS (CPUs the node advertises; default: nproc), SLURM_NODE_MEM_MB
 # (default: 80% of MemTotal). Accounting is off, so status checks use squeue: MinJobAge keeps finished
 # jobs visible to it for an hour. Memory is consumable (DefMemPerCPU), so a job without --mem cannot
-# take the whole node. Job ids restart at 1 on a fresh state directory: never key anything on them.
+# take the whole node. KillWait=1: a cancelled job's tasks get SIGKILL 1 s after SIGTERM (submitit's tasks
+# ignore SIGTERM; with the default 30 s a cancelled tiny run would finish before it is killed). Job ids restart at 1 on a fresh state directory: never key anything on them.
 set -euo pipefail
 
 RUN=/run/slurm
@@ -65,7 +66,7 @@ ReturnToService=2
 MinJobAge=3600
 DefMemPerCPU=1000
 MailProg=/bin/true
-KillWait=5
+KillWait=1
 Waittime=0
 InactiveLimit=0
 NodeName=${node} CPUs=${cpus} RealMemory=${mem} State=UNKNOWN

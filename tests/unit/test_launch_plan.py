@@ -190,7 +190,9 @@ def test_a_failed_slurm_job_raises_with_its_log_paths(tmp_path, monkeypatch):
 
 
 def test_the_submitted_callable_requeues_itself():
-    rank = L.SubmititRank("m:f", {"a": 1}, "gloo", "/runs/x")
+    from pipeline.launch_submitit import SubmititRank
+
+    rank = SubmititRank("m:f", {"a": 1}, "gloo", "/runs/x")
     import submitit
 
     assert isinstance(rank, submitit.helpers.Checkpointable)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,20 +12,9 @@ import zstandard
 
 from longvila.data.manifest import check_conservation
 from tests.conftest import REPO
+from tests.helpers.snake import TEST_CONFIG, snakemake
 
 pytestmark = pytest.mark.workflow
-BIN = Path(sys.executable).parent
-TEST_CONFIG = REPO / "tests" / "workflow" / "config.yaml"
-
-
-def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-4000:]}")
-    return proc
 
 
 def in_tmp(tmp_path: Path, configfile: Path, *args) -> subprocess.CompletedProcess:
@@ -108,7 +95,7 @@ def check_training_outputs(root):
     passkey = json.loads((results / "eval_passkey/256/passkey.json").read_text())
     assert set(passkey["grid"]) == {"128", "256"} and len(passkey["results"]) == 5 and passkey["rope_theta"] == 1e6
     assert (results / "eval_passkey/256/heatmap.png").stat().st_size > 1000
-    for run, steps in (("stage4/256", 2), ("stage5/4f", 2)):
+    for run, steps in (("stage4/256", 4), ("stage5/4f", 8)):
         rows = [json.loads(line) for line in (results / "runs" / run / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == list(range(1, steps + 1)), run
         assert all(r["tokens_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
@@ -116,7 +103,7 @@ def check_training_outputs(root):
     assert (results / "runs/stage5/4f/loss_curve.png").is_file() and (results / "runs/stage4/256/loss_curve.png").is_file()
     summary = json.loads((results / "train_report/summary.json").read_text())
     assert [r["run"] for r in summary["runs"]] == ["stage4/256", "stage5/4f"] and len(summary["passkey"]) == 1
-    assert (results / "train_report/loss_curves.png").is_file() and "| stage5/4f | 2 |" in (
+    assert (results / "train_report/loss_curves.png").is_file() and "| stage5/4f | 8 |" in (
         results / "train_report/summary.md").read_text()
     check_eval_outputs(results)
 
@@ -146,8 +133,8 @@ def check_eval_outputs(results):
     assert (results / "report/report.md").is_file()
 
 
-def test_tiny_run_end_to_end_and_rerun_one_rule(tmp_path):
-    in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "all")
+def test_tiny_run_end_to_end_and_rerun_one_rule(tiny_dag):
+    tmp_path = tiny_dag                                     # the whole DAG, run once per session (conftest)
     results = tmp_path / "results"
     for ctx, seq_len in [("128", 128), ("256", 256)]:
         folder = results / "pack_shards" / ctx

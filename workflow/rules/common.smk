@@ -116,10 +116,13 @@ if len(set(STAGE4)) != len(STAGE4) or len(set(STAGE5)) != len(STAGE5):
     raise ValueError("train.stage4 contexts and train.stage5 frame counts must be unique (each names a folder)")
 INIT_MODEL = CFG.model.checkpoint or f"results/init_model/{CFG.model.size}"
 STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else INIT_MODEL
-# A local run holds this machine's CPU processes or all of its GPUs: never two at once (threads = every core
-# Snakemake may use); under a cluster executor a training job asks for one CPU per local rank; a submitit
-# launcher only waits for its SLURM job.
-if CFG.train.launcher == "submitit":
+# The launcher rules (train_stage4/5, eval_needle). train.launcher: local -- the rule's job holds the ranks:
+# in a local run every core Snakemake may use (never two such jobs at once); under a cluster executor
+# (--profile slurm) it is one sbatch job asking for at least one CPU per rank. train.launcher: submitit --
+# the rule runs on the Snakemake host (localrule), submits its own SLURM job (nodes, GPUs, CPUs per task,
+# time, memory from train.cluster) and only waits for it: one thread.
+LAUNCHER_RULES_LOCAL = CFG.train.launcher == "submitit"
+if LAUNCHER_RULES_LOCAL:
     TRAIN_THREADS = 1
 else:
     TRAIN_THREADS = max(CFG.train.cluster.cpu_processes, run_cores() or 1)

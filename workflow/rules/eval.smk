@@ -48,7 +48,7 @@ rule eval_needle:
         frames=lambda wildcards: wildcards.s5.removesuffix("f"),
         run_dir="results/runs/eval_needle/{s5}",
     threads: TRAIN_THREADS
-    localrule: True
+    localrule: LAUNCHER_RULES_LOCAL
     log:
         "logs/eval_needle/{s5}.log",
     conda:

@@ -1,7 +1,8 @@
 # Training: stage 4 (one rule run per context step, each from the previous step's merged checkpoint), a
 # passkey eval after every step, stage 5 (long-video SFT, one run per frame count), and the training report.
-# The training rules are local "launcher" rules: they start the ranks here (train.launcher: local) or submit
-# a SLURM job through submitit and wait. Intermediate checkpoints, metrics and per-rank logs live in
+# The training rules are "launcher" rules: they start the ranks as their own job's processes (train.launcher:
+# local; under --profile slurm that job is one sbatch job) or, on the Snakemake host, submit a SLURM job
+# through submitit and wait (train.launcher: submitit; see LAUNCHER_RULES_LOCAL in common.smk). Intermediate checkpoints, metrics and per-rank logs live in
 # results/runs/ (not declared), so Snakemake never deletes them and a rerun resumes.
 
 wildcard_constraints:
@@ -20,7 +21,7 @@ rule train_stage4:
         step=lambda wildcards: STAGE4.index(wildcards.s4),
         run_dir="results/runs/stage4/{s4}",
     threads: TRAIN_THREADS
-    localrule: True
+    localrule: LAUNCHER_RULES_LOCAL
     log:
         "logs/train_stage4/{s4}.log",
     conda:
@@ -65,7 +66,7 @@ rule train_stage5:
         data=lambda wildcards: " ".join(stage5_data(wildcards)["data"]),
         media=lambda wildcards: " ".join(stage5_data(wildcards)["media"]),
     threads: TRAIN_THREADS
-    localrule: True
+    localrule: LAUNCHER_RULES_LOCAL
     log:
         "logs/train_stage5/{s5}.log",
     conda:

@@ -1,0 +1,134 @@
+"""The submitit backend of `pipeline.launch`: one SLURM job of `nodes x tasks_per_node` tasks per launch.
+
+The job is submitted from a fresh folder `run_dir/submitit/<time>-<uid>` (job ids restart at 1 on a new
+cluster: never reuse a folder). Its callable, `SubmititRank`, is Checkpointable: on USR2 (SLURM's signal
+before the time limit; preemption) submitit checkpoints it and requeues the job, and the target resumes
+from the newest complete checkpoint in the run dir. The launcher waits with `slurm_wait.wait_for`, which
+also works without accounting (sacct): a job that ended without results (scancel, node failure) fails
+the launch, and a rerun (Snakemake's `retries`) resumes from the checkpoints. Every submission and its
+outcome is appended to `run_dir/logs/launcher.log`, which survives retries (a rule's own log does not).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+from pathlib import Path
+
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from longvila.utils.io import write_json_atomic
+from longvila.utils.logging import get_logger
+from pipeline._procs import sigterm_as_exit
+from pipeline.launch import (THREAD_VARS, Job, _collateral, _exit_now, _fresh_folder, _run_rank, _shape,
+                             describe, rank_log, submitit_parameters)
+from pipeline.slurm_wait import JobEndedWithoutResult, squeue_state, wait_for
+
+
+def task_thread_env(environ, job_env: dict) -> dict:
+    """Thread variables for a SLURM task: its CPUs (SLURM_CPUS_PER_TASK), unless the job's env sets them.
+    sbatch exports the submitting environment, and there OMP_NUM_THREADS is the launcher rule's 1 thread
+    (Snakemake sets it), which every rank would otherwise inherit."""
+    cpus = environ.get("SLURM_CPUS_PER_TASK", "")
+    if not cpus.isdigit() or int(cpus) < 1:
+        return {}
+    return {var: cpus for var in THREAD_VARS if var not in job_env}
+
+
+class SubmititRank(Checkpointable):
+    """The callable submitit runs on every task: export the torch env, run the target, return its result.
+    Checkpointable: on timeout/preemption submitit calls `checkpoint()` and requeues the same callable,
+    and the target resumes from the newest complete checkpoint in its run dir."""
+
+    def __init__(self, target: str, kwargs: dict, backend: str, run_dir: str, env: dict | None = None) -> None:
+        self.target, self.kwargs, self.backend, self.run_dir, self.env = target, kwargs, backend, run_dir, env or {}
+
+    def __call__(self):
+        from submitit.helpers import TorchDistributedEnvironment
+
+        os.environ.update(task_thread_env(os.environ, self.env))
+        os.environ.update(self.env)
+        # the GPU is picked from LOCAL_RANK in _run_rank, whether SLURM shows a task all GPUs or one
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        rank = int(os.environ["RANK"])
+        result = _run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, rank)))
+        # submitit pickles `result` after this returns: only then end the interpreter (see pipeline.launch)
+        atexit.register(_exit_now)
+        return result
+
+    def checkpoint(self, *args, **kwargs):
+        """Requeue this same callable (the training state is in the run dir's checkpoints, not in self)."""
+        get_logger().info("requeueing: the job resumes from the newest complete checkpoint")
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+class _NoSacctNoise(logging.Filter):
+    """submitit warns twice per status poll when sacct fails (no accounting); say it once instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if not self.seen:
+            self.seen = True
+            get_logger().info("sacct is unavailable here (no SLURM accounting): job states come from squeue")
+        return False
+
+
+def _history(job: Job, text: str) -> None:
+    """Log `text` and append it to run_dir/logs/launcher.log."""
+    get_logger().info(f"{job.name}: {text}")
+    with open(Path(job.run_dir, "logs", "launcher.log"), "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {text}\n")
+
+
+def launch_submitit(job: Job, cfg, cluster: str) -> int:
+    import submitit
+
+    nodes, tasks, _, backend = _shape(job, cfg)
+    folder = _fresh_folder(job)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
+                                         slurm_max_num_timeout=cfg.train.cluster.max_requeues)
+    except RuntimeError as e:                    # no srun on PATH
+        raise ValueError(f"train.launcher 'submitit' needs SLURM here ({e}); use train.launcher: local") from e
+    executor.update_parameters(**submitit_parameters(job, cfg))
+    plan = describe(job, cfg, folder=folder)
+    write_json_atomic(Path(job.run_dir, "plan.json"), plan)
+    noise = _NoSacctNoise()
+    logging.getLogger("submitit").addFilter(noise)
+    sj = executor.submit(SubmititRank(job.target, job.kwargs, backend, str(Path(job.run_dir).absolute()), job.env))
+    _history(job, f"submitted job {sj.job_id} ({nodes} x {tasks} tasks, {backend}); logs {folder}")
+    poll = cfg.train.cluster.poll_seconds
+    try:
+        with sigterm_as_exit():
+            # squeue only on SLURM (a local executor's ids are process ids)
+            wait_for(sj, poll_s=poll, grace_s=3 * poll,
+                     state=squeue_state if cluster == "slurm" else (lambda job_id: None))
+            errors = [(t, sj.task(t).exception()) for t in range(sj.num_tasks)]
+    except JobEndedWithoutResult as e:
+        _history(job, str(e))
+        raise
+    except BaseException:                        # the launcher was stopped: do not leave the job running
+        sj.cancel(check=False)
+        _history(job, f"stopped; job {sj.job_id} cancelled")
+        raise
+    finally:
+        logging.getLogger("submitit").removeFilter(noise)
+    # the root cause first: a task with its own traceback, not one that lost a peer or was stopped
+    errors = sorted([(t, e) for t, e in errors if e is not None],
+                    key=lambda te: (not isinstance(te[1], submitit.core.utils.FailedJobError),
+                                    _collateral(str(te[1])), te[0]))
+    if errors:
+        t, e = errors[0]
+        paths = sj.task(t).paths
+        _history(job, f"job {sj.job_id} failed in task {t} (state {sj.state}); logs {paths.stderr}")
+        raise RuntimeError(f"job {job.name}: submitit job {sj.job_id} failed in task {t} (state {sj.state}); "
+                           f"logs {paths.stderr} and {paths.stdout}\n{e}")
+    _history(job, f"job {sj.job_id} finished")
+    return 0
