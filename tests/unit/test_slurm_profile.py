@@ -27,14 +27,15 @@ def rule_resources(rule: str) -> Resources:
     return Resources({**PROFILE["default-resources"], **PROFILE.get("set-resources", {}).get(rule, {})})
 
 
-def plugin_sbatch(rule: str, threads: int, *, run_uuid="RUN", workdir="/scratch/longvila",
-                  comment=None, logfile=None) -> str:
+def plugin_sbatch(rule: str, threads: int, *, run_uuid="RUN", workdir="/scratch/longvila", comment=None) -> str:
     """The plugin's sbatch call for one job of `rule` (partition given, no account: the profile's choices)."""
     res = rule_resources(rule)
     job = SimpleNamespace(resources=res, threads=threads, name=rule)
+    comment = comment or f"rule_{rule}"
+    wildcards = comment.partition("_wildcards_")[2]          # the plugin logs a job with wildcards one folder down
+    logs = f"{workdir}/.snakemake/slurm_logs/rule_{rule}" + (f"/{wildcards}" if wildcards else "")
     settings = SimpleNamespace(requeue=PROFILE["slurm-requeue"], no_requeue=False, qos=None, reservation=None)
-    params = {"run_uuid": run_uuid, "comment_str": comment or f"rule_{rule}", "account": "",
-              "slurm_logfile": logfile or f"{workdir}/.snakemake/slurm_logs/rule_{rule}/%j.log",
+    params = {"run_uuid": run_uuid, "comment_str": comment, "account": "", "slurm_logfile": f"{logs}/%j.log",
               "partition": f"-p {res['slurm_partition']}", "workdir": workdir}
     return " ".join(get_submit_command(job, params, settings=settings).split())
 
@@ -45,16 +46,16 @@ def test_profile_keys_that_matter_on_a_cluster_without_accounting():
     assert PROFILE["slurm-init-seconds-before-status-checks"] < 40        # the plugin's default makes tiny jobs wait
 
 
-@pytest.mark.parametrize("rule, threads, expect", [
+@pytest.mark.parametrize("rule, threads, wildcards, expect", [
     # a CPU rule of the paper config: pack.workers 0 -> one CPU per job under a cluster executor
-    ("pack_batch", 1, "--ntasks=1 --cpus-per-task=1"),
+    ("pack_batch", 1, "1M_b0002", "-t 60 --mem 4000 --requeue --ntasks=1 --cpus-per-task=1"),
     # the default config's stage 4 with train.launcher: local: one job holding its 4 gloo ranks
-    ("train_stage4", 4, "--ntasks=1 --cpus-per-task=4"),
+    ("train_stage4", 4, "1k", "-t 240 --mem 16000 --requeue --ntasks=1 --cpus-per-task=4"),
+    ("resolve_config", 1, "", "-t 60 --mem 4000 --requeue --ntasks=1 --cpus-per-task=1"),
 ])
-def test_plugin_sbatch_lines_are_golden(rule, threads, expect):
-    mem, runtime = rule_resources(rule)["mem_mb"], rule_resources(rule)["runtime"]
-    assert plugin_sbatch(rule, threads) == (
-        f"sbatch --parsable --job-name RUN --output /scratch/longvila/.snakemake/slurm_logs/rule_{rule}/%j.log "
-        f"--export=ALL --comment rule_{rule} -p debug -t {runtime} --mem {mem} --requeue {expect} "
-        f"-D /scratch/longvila")
-    assert (rule, mem, runtime) in {("pack_batch", 4000, 60), ("train_stage4", 16000, 240)}
+def test_plugin_sbatch_lines_are_golden(rule, threads, wildcards, expect):
+    comment = f"rule_{rule}" + (f"_wildcards_{wildcards}" if wildcards else "")
+    logs = f"rule_{rule}/{wildcards}" if wildcards else f"rule_{rule}"
+    assert plugin_sbatch(rule, threads, comment=comment) == (
+        f"sbatch --parsable --job-name RUN --output /scratch/longvila/.snakemake/slurm_logs/{logs}/%j.log "
+        f"--export=ALL --comment {comment} -p debug {expect} -D /scratch/longvila")
