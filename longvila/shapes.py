@@ -55,12 +55,22 @@ class LLMShape:
     def head_dim(self) -> int:
         return self.hidden // self.heads
 
+    @property
+    def kv_dim(self) -> int:
+        """d_kv = KV heads x head dim: the width of K and of V."""
+        return self.kv_heads * self.head_dim
+
+    @classmethod
+    def from_qwen2(cls, c: dict) -> "LLMShape":
+        """From Qwen2Config fields (a SIZES entry or a checkpoint's llm/config.json); KeyError if one is missing."""
+        return cls(layers=c["num_hidden_layers"], hidden=c["hidden_size"], heads=c["num_attention_heads"],
+                   kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
+                   intermediate=c["intermediate_size"], vocab=c["vocab_size"],
+                   tied=bool(c.get("tie_word_embeddings", False)))
+
 
 def llm_shape(size: str) -> LLMShape:
     """The LLM shape of a named size (ValueError listing the known sizes otherwise)."""
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}; known: {', '.join(SIZES)}")
-    c = SIZES[size][0]
-    return LLMShape(layers=c["num_hidden_layers"], hidden=c["hidden_size"], heads=c["num_attention_heads"],
-                    kv_heads=c["num_key_value_heads"], intermediate=c["intermediate_size"], vocab=c["vocab_size"],
-                    tied=c["tie_word_embeddings"])
+    return LLMShape.from_qwen2(SIZES[size][0])

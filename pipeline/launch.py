@@ -268,6 +268,11 @@ def rank_threads(local_ranks: int, environ=os.environ) -> int:
     return max(1, (budget if budget > 0 else os.cpu_count() or 1) // local_ranks)
 
 
+def thread_env(threads: int, job_env: dict) -> dict:
+    """Every THREAD_VARS variable set to `threads`, except those the job's own env sets."""
+    return {var: str(threads) for var in THREAD_VARS if var not in job_env}
+
+
 def _launch_local(job: Job, cfg) -> int:
     _, world, _, backend = _shape(job, cfg)
     payload = Path(job.run_dir, "logs", f"launch-{uuid.uuid4().hex[:8]}.pkl")
@@ -277,10 +282,7 @@ def _launch_local(job: Job, cfg) -> int:
         port = sock.getsockname()[1]
     env = {**os.environ, **job.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "PYTHONUNBUFFERED": "1"}
-    per_rank = str(rank_threads(world))
-    for var in THREAD_VARS:                      # torch reads MKL_NUM_THREADS after (over) OMP_NUM_THREADS
-        if var not in job.env:
-            env[var] = per_rank
+    env.update(thread_env(rank_threads(world), job.env))   # torch reads MKL_NUM_THREADS over OMP_NUM_THREADS
     procs, threads = [], []
     get_logger().info(f"{job.name}: {world} local ranks ({backend}), logs {rank_log(job.run_dir, 0).parent}/rank-*.log")
     try:

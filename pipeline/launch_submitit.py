@@ -22,8 +22,8 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from longvila.utils.io import write_json_atomic
 from longvila.utils.logging import get_logger
 from pipeline._procs import sigterm_as_exit
-from pipeline.launch import (THREAD_VARS, Job, _collateral, _exit_now, _fresh_folder, _run_rank, _shape,
-                             describe, rank_log, submitit_parameters)
+from pipeline.launch import (Job, _collateral, _exit_now, _fresh_folder, _run_rank, _shape, describe, rank_log,
+                             submitit_parameters, thread_env)
 from pipeline.slurm_wait import JobEndedWithoutResult, squeue_state, wait_for
 
 
@@ -32,9 +32,7 @@ def task_thread_env(environ, job_env: dict) -> dict:
     sbatch exports the submitting environment, and there OMP_NUM_THREADS is the launcher rule's 1 thread
     (Snakemake sets it), which every rank would otherwise inherit."""
     cpus = environ.get("SLURM_CPUS_PER_TASK", "")
-    if not cpus.isdigit() or int(cpus) < 1:
-        return {}
-    return {var: cpus for var in THREAD_VARS if var not in job_env}
+    return thread_env(int(cpus), job_env) if cpus.isdigit() and int(cpus) >= 1 else {}
 
 
 class SubmititRank(Checkpointable):

@@ -13,8 +13,9 @@ Per rank and training step (one packed row of S tokens over P = U x R ranks; s =
   what exceeds it is exposed (SEQUENCE_PARALLEL.md section 1, the overlap condition N/R >= F b d_kv / 2 B d).
 - ZeRO over the world: ZeRO-2 reduce-scatters gradients and all-gathers parameters once, 2 N b (W-1)/W;
   ZeRO-3 gathers parameters for the forward and the backward too, 3 N b (W-1)/W. With LoRA (stage 4) the
-  frozen base sends nothing under ZeRO-2 and is gathered for forward and backward under ZeRO-3, 2 N b (W-1)/W. Over the inter-node link
-  when W > GPUs per node. Counted as exposed (a conservative bound: DeepSpeed overlaps part of it).
+  frozen base sends nothing under ZeRO-2 and is gathered for forward and backward under ZeRO-3,
+  2 N b (W-1)/W. Over the inter-node link when W > GPUs per node. Counted as exposed (a conservative
+  bound: DeepSpeed overlaps part of it).
 - latency: every ring step (3 (R-1) per layer: K/V forward, K/V and dK/dV backward) and every all-to-all
   (8 per layer) pays a fixed cost that nothing hides; it is what makes a long ring over many nodes slower
   than a shorter ring with Ulysses inside the node.
@@ -68,7 +69,6 @@ class SplitPlan:
     zero_bytes: int = 0
     compute_s: float = 0.0
     exposed_comm_s: float = 0.0
-
     seq_len: int = 0
 
     @property
@@ -100,7 +100,7 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
         return SplitPlan(ulysses, ring, dp, f"seq_len {seq_len} is not a multiple of {divisor} ({layout} over "
                          f"P={sp})", None)
     mem = rank_memory(shape, seq_len=seq_len, ulysses=ulysses, ring=ring, world=hw.gpus, zero=zero, lora=lora)
-    n, h, kv, layers = param_count(shape), shape.hidden, shape.kv_heads * shape.head_dim, shape.layers
+    n, h, kv, layers = param_count(shape), shape.hidden, shape.kv_dim, shape.layers
     s = seq_len // sp
     u_bytes = 2 * layers * (2 * h + 2 * kv) * s * (ulysses - 1) // ulysses * BF16
     r_fwd_layer = 2 * seq_len * kv * (ring - 1) // sp * BF16

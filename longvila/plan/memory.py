@@ -35,7 +35,7 @@ ZERO_BUCKET_ELEMENTS = 500_000_000           # DeepSpeed's reduce_bucket_size / 
 def param_count(shape: LLMShape) -> int:
     """Parameters of the Qwen2 LLM: embeddings (and an untied LM head), per layer q/k/v with biases, o, the
     SwiGLU MLP and two RMSNorms, and the final norm."""
-    kv = shape.kv_heads * shape.head_dim
+    kv = shape.kv_dim
     attention = shape.hidden * shape.hidden + shape.hidden + 2 * (shape.hidden * kv + kv) + shape.hidden ** 2
     layer = attention + 3 * shape.hidden * shape.intermediate + 2 * shape.hidden
     embeddings = shape.vocab * shape.hidden * (1 if shape.tied else 2)
@@ -77,7 +77,7 @@ def rank_memory(shape: LLMShape, *, seq_len: int, ulysses: int, ring: int, world
     sp = ulysses * ring
     if sp < 1 or world % sp:
         raise ValueError(f"world {world} is not a multiple of ulysses x ring = {sp}")
-    n, h, kv = param_count(shape), shape.hidden, shape.kv_heads * shape.head_dim
+    n, h, kv = param_count(shape), shape.hidden, shape.kv_dim
     s = -(-seq_len // sp)                                               # local tokens (ceil)
     parameters = BF16 * n if zero == 2 else 2 * BF16 * n // world
     per_token_layer = BF16 * (7 * h + 2 * kv + 4 * shape.intermediate)

@@ -27,13 +27,8 @@ def resolve_model(arg: str) -> tuple[LLMShape, str]:
     for path in (folder / "llm" / "config.json", folder / "config.json"):
         if path.is_file():
             c = json.loads(path.read_text())
-            c = c.get("llm_cfg", c) if "num_hidden_layers" not in c else c
             try:
-                return LLMShape(layers=c["num_hidden_layers"], hidden=c["hidden_size"],
-                                heads=c["num_attention_heads"], kv_heads=c.get("num_key_value_heads",
-                                                                               c["num_attention_heads"]),
-                                intermediate=c["intermediate_size"], vocab=c["vocab_size"],
-                                tied=bool(c.get("tie_word_embeddings", False))), str(folder)
+                return LLMShape.from_qwen2(c if "num_hidden_layers" in c else c.get("llm_cfg", c)), str(folder)
             except KeyError as e:
                 raise ValueError(f"{path} has no {e}: point --model at a Qwen2 checkpoint folder") from e
     raise ValueError(f"--model {arg!r}: not a known size ({', '.join([*ALIASES, *SIZES])}) nor a folder with "
@@ -53,8 +48,9 @@ def plan_json(plans: list[SplitPlan], *, model: str, shape: LLMShape, seq_len: i
         return out
 
     best = next((p for p in plans if p.reason is None), None)
-    return {"version": JSON_VERSION, "model": model, "params": param_count(shape), "seq_len": seq_len, "zero": zero,
-            "hardware": asdict(hw), "recommended": None if best is None else row(best), "splits": [row(p) for p in plans]}
+    return {"version": JSON_VERSION, "model": model, "params": param_count(shape), "seq_len": seq_len,
+            "zero": zero, "hardware": asdict(hw), "recommended": None if best is None else row(best),
+            "splits": [row(p) for p in plans]}
 
 
 def format_table(plans: list[SplitPlan]) -> str:
@@ -73,6 +69,11 @@ def format_table(plans: list[SplitPlan]) -> str:
     return "\n".join(lines)
 
 
+def _hardware(args, gpus: int, gpus_per_node: int) -> Hardware:
+    return Hardware(gpus=gpus, gpus_per_node=gpus_per_node, gpu_mem_gib=args.gpu_mem, tflops=args.tflops,
+                    mfu=args.mfu, intra_gbps=args.intra_bw, inter_gbps=args.inter_bw)
+
+
 def run(args) -> int:
     """The CLI body (arguments in longvila.cli): 0, or 1 when the asked split is invalid or does not fit."""
     if args.config is not None:
@@ -81,16 +82,16 @@ def run(args) -> int:
     if missing:
         raise ValueError(f"give --config CFG, or {', '.join(missing)} (a one-off question)")
     shape, model = resolve_model(args.model)
-    hw = Hardware(gpus=args.gpus, gpus_per_node=args.gpus_per_node, gpu_mem_gib=args.gpu_mem,
-                  tflops=args.tflops, mfu=args.mfu, intra_gbps=args.intra_bw, inter_gbps=args.inter_bw)
+    hw = _hardware(args, args.gpus, args.gpus_per_node)
     if (args.ulysses is None) != (args.ring is None):
         raise ValueError("give both --ulysses and --ring, or neither (then every split is listed)")
     if args.ulysses is not None:
         plans = [evaluate(shape, model, args.seq_len, args.ulysses, args.ring, hw, args.zero)]
     else:
         plans = all_splits(shape, model, args.seq_len, hw, args.zero)
-    too_big = [p for p in plans if p.reason is not None and p.memory is not None]
-    shown = plans if args.all or args.ulysses is not None else [p for p in plans if p not in too_big]
+    too_big = sum(p.reason is not None and p.memory is not None for p in plans)
+    shown = plans if args.all or args.ulysses is not None else [
+        p for p in plans if p.reason is None or p.memory is None]
     if args.json:
         print(json.dumps(plan_json(shown, model=model, shape=shape, seq_len=args.seq_len, hw=hw, zero=args.zero),
                          indent=1))
@@ -100,7 +101,7 @@ def run(args) -> int:
               f"{hw.gpu_mem_gib:g} GiB); ZeRO-{args.zero}; memory per GPU in GiB, step time estimated")
         print(format_table(shown))
         if too_big and shown is not plans:
-            print(f"({len(too_big)} more splits do not fit in {hw.gpu_mem_gib:g} GiB; --all lists them)")
+            print(f"({too_big} more splits do not fit in {hw.gpu_mem_gib:g} GiB; --all lists them)")
         best = next((p for p in plans if p.reason is None), None)
         if args.ulysses is not None:
             print(plans[0].reason or f"U={args.ulysses} R={args.ring}: fits")
@@ -139,9 +140,8 @@ def run_config(args) -> int:
     shape, model = resolve_model(cfg.model.size)
     out, ok = [], True
     for st in config_stages(cfg, args.stage):
-        hw = Hardware(gpus=st["nodes"] * cfg.train.cluster.gpus_per_node, gpus_per_node=cfg.train.cluster.gpus_per_node,
-                      gpu_mem_gib=args.gpu_mem, tflops=args.tflops, mfu=args.mfu, intra_gbps=args.intra_bw,
-                      inter_gbps=args.inter_bw)
+        per_node = cfg.train.cluster.gpus_per_node
+        hw = _hardware(args, st["nodes"] * per_node, per_node)
         mine = evaluate(shape, model, st["seq_len"], st["ulysses"], st["ring"], hw, st["zero"], cfg.train.layout,
                         st["lora"])
         best = next((p for p in all_splits(shape, model, st["seq_len"], hw, st["zero"], cfg.train.layout, st["lora"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,14 +11,9 @@ import zstandard
 
 from longvila.data.manifest import check_conservation
 from tests.conftest import REPO
-from tests.helpers.snake import TEST_CONFIG, snakemake
+from tests.helpers.snake import in_dir, snakemake
 
 pytestmark = pytest.mark.workflow
-
-
-def in_tmp(tmp_path: Path, configfile: Path, *args) -> subprocess.CompletedProcess:
-    return snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                     "--configfile", str(configfile), *args)
 
 
 def jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
@@ -41,7 +35,7 @@ def test_lint_is_clean():
 
 
 def test_dry_run_default_config(tmp_path):
-    counts = jobs(in_tmp(tmp_path, REPO / "config.yaml", "-n", "all"))
+    counts = jobs(in_dir(tmp_path, "-n", "all", configs=(REPO / "config.yaml",)))
     assert counts == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4,
                       "export_original": 4, "init_model": 1, "make_shot2story": 1, "s2s_index": 1, "s2s_clip": 1,
                       "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "train_stage4": 2, "eval_passkey": 2,
@@ -59,7 +53,7 @@ def test_dry_run_paper_config(tmp_path):
     (tmp_path / "resources/Shot2Story/annotations").mkdir(parents=True)
     (tmp_path / "resources/LongVILA-stage3").mkdir(parents=True)
     (tmp_path / "resources/LongVILA-stage3/config.json").write_text("{}")     # a stand-in stage-3 checkpoint
-    proc = in_tmp(tmp_path, REPO / "workflow/configs/paper.yaml", "-n", "all")
+    proc = in_dir(tmp_path, "-n", "all", configs=(REPO / "workflow/configs/paper.yaml",))
     # 21 files / 8 per batch = 3 batches, x 4 contexts; nothing exported; real Shot2Story; the made corpus
     # only for its held-out passkey documents; 4 stage-4 steps, each evaluated; 4 stage-5 runs, each with a
     # needle grid and the benchmarks; the run report
@@ -72,14 +66,12 @@ def test_dry_run_paper_config(tmp_path):
 
 
 def test_dry_run_with_a_missing_corpus_names_the_fix(tmp_path):
-    proc = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-                     str(REPO / "workflow/configs/paper.yaml"), "-n", "all", check=False)
+    proc = in_dir(tmp_path, "-n", "all", configs=(REPO / "workflow/configs/paper.yaml",), check=False)
     assert proc.returncode != 0
     assert "slimpajama.root 'resources/SlimPajama-627B' is not a folder" in proc.stdout + proc.stderr
     (tmp_path / "resources/SlimPajama-627B/train/chunk1").mkdir(parents=True)
     (tmp_path / "resources/SlimPajama-627B/train/chunk1/example_train_0.jsonl.zst").write_bytes(b"")
-    proc = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-                     str(REPO / "workflow/configs/paper.yaml"), "-n", "all", check=False)
+    proc = in_dir(tmp_path, "-n", "all", configs=(REPO / "workflow/configs/paper.yaml",), check=False)
     assert proc.returncode != 0 and "shot2story.root 'resources/Shot2Story' is not a folder" in proc.stdout
 
 
@@ -154,8 +146,8 @@ def test_tiny_run_end_to_end_and_rerun_one_rule(tiny_dag):
     assert vila[0]["conversations"][0]["value"].startswith("<video>\n")
     check_training_outputs(tmp_path)
 
-    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "all"))
-    rerun = in_tmp(tmp_path, TEST_CONFIG, "--cores", "2", "-R", "pack_shards", "--until", "export_original")
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(in_dir(tmp_path, "--cores", "2", "all"))
+    rerun = in_dir(tmp_path, "--cores", "2", "-R", "pack_shards", "--until", "export_original")
     assert jobs(rerun) == {"pack_shards": 2, "export_original": 2}
     after = {p: p.read_bytes() for p in (results / "pack_shards").rglob("*.parquet")}
     assert before == after, "a rerun must give byte-identical shards"

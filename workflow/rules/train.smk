@@ -2,8 +2,9 @@
 # passkey eval after every step, stage 5 (long-video SFT, one run per frame count), and the training report.
 # The training rules are "launcher" rules: they start the ranks as their own job's processes (train.launcher:
 # local; under --profile slurm that job is one sbatch job) or, on the Snakemake host, submit a SLURM job
-# through submitit and wait (train.launcher: submitit; see LAUNCHER_RULES_LOCAL in common.smk). Intermediate checkpoints, metrics and per-rank logs live in
-# results/runs/ (not declared), so Snakemake never deletes them and a rerun resumes.
+# through submitit and wait (train.launcher: submitit; see LAUNCHER_RULES_LOCAL in common.smk). Intermediate
+# checkpoints, metrics and per-rank logs live in results/runs/ (not declared), so Snakemake never deletes
+# them and a rerun resumes.
 
 wildcard_constraints:
     s4="|".join(re.escape(c) for c in STAGE4) or "^$",
