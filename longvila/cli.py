@@ -233,23 +233,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(ev_sub)
     pl = sub.add_parser("plan", help="capacity planner: which Ulysses x ring x DP splits fit, memory per GPU, step time",
                         description="Per split: memory per GPU (parameters, gradients, optimizer, activations, "
-                        "logits, attention and communication buffers), communication volume and an estimated step "
-                        "time; the best split first, rejected ones with the reason. Torch-free, instant.")
-    pl.add_argument("--config", help="plan every training run of this config (its model, splits, nodes, ZeRO)")
+                        "logits, attention and communication buffers, gradient buckets, vision), communication "
+                        "volume and an estimated step time; the best split first, rejected ones with the reason. "
+                        "Torch-free, instant.")
+    pl.add_argument("--config", help="plan every training run of this config (model, splits, nodes, engine, checkpointing)")
     pl.add_argument("--stage", help="with --config: only this run, e.g. stage4/256k or stage5/512f")
     pl.add_argument("--model", help="qwen2-1.5b | qwen2-7b | a size name | a checkpoint folder")
     pl.add_argument("--seq-len", type=int, help="tokens per sample (one packed row)")
-    pl.add_argument("--gpus", type=int, help="GPUs in all")
-    pl.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (default 8)")
-    pl.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU (default 80)")
+    pl.add_argument("--gpus", type=int, help="GPUs in all (with --config: instead of each run's nodes)")
+    pl.add_argument("--gpus-per-node", type=int, help="GPUs per node (default 8, or the config's)")
+    pl.add_argument("--gpu-mem", type=float,
+                    help="GiB per GPU as CUDA reports it (default 79.2, an 80 GB H100; with --config: its gpu_mem_gib)")
     pl.add_argument("--ulysses", type=int, help="evaluate this split only (with --ring); exit 1 if it does not fit")
     pl.add_argument("--ring", type=int, help="see --ulysses")
-    pl.add_argument("--zero", type=int, choices=(2, 3), default=3, help="ZeRO stage (default 3)")
-    pl.add_argument("--tflops", type=float, default=989.0, help="dense bf16 peak per GPU (default 989, H100)")
-    pl.add_argument("--mfu", type=float, default=0.35, help="share of the peak reached (default 0.35)")
-    pl.add_argument("--intra-bw", type=float, default=300.0, help="GB/s per GPU inside a node (default 300)")
-    pl.add_argument("--inter-bw", type=float, default=25.0, help="GB/s per GPU between nodes (default 25)")
-    pl.add_argument("--all", action="store_true", help="also list the splits that do not fit in memory")
+    pl.add_argument("--zero", type=int, choices=(0, 2, 3), default=3,
+                    help="DeepSpeed ZeRO stage, or 0 for the torch engine (nothing sharded) (default 3)")
+    pl.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="training precision (default bf16)")
+    pl.add_argument("--lora", action="store_true", help="the base weights are frozen (stage 4's LoRA)")
+    pl.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (each layer recomputed)")
+    pl.add_argument("--frames", type=int, default=0,
+                    help="frames per sample (stage 5): the vision tower trains too, each SP rank encodes 1/P")
+    pl.add_argument("--tflops", type=float, help="dense bf16 peak per GPU (default 989, H100)")
+    pl.add_argument("--mfu", type=float, help="share of the peak reached (default 0.35)")
+    pl.add_argument("--intra-bw", type=float, help="GB/s per GPU inside a node (default 300)")
+    pl.add_argument("--inter-bw", type=float, help="GB/s per GPU between nodes (default 25)")
+    pl.add_argument("--all", action="store_true", help="also list the splits that do not fit in memory (with "
+                    "--config: every split of each run, not only the best)")
     pl.add_argument("--json", action="store_true", help="JSON instead of the table")
     pl.set_defaults(func=_plan)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 ENGINES = ("torch", "deepspeed")
 LAUNCHERS = ("local", "submitit")
+MEMORY_CHECKS = ("error", "warn", "off")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -46,6 +47,12 @@ class ClusterConfig:
     poll_seconds: float = 10.0
     """How often the submitit launcher asks squeue about its job: one that ended without results (scancel,
     node failure) fails the rule instead of being waited for forever where sacct is unavailable."""
+    gpu_mem_gib: float = 79.2
+    """Memory per GPU in GiB as CUDA reports it (an "80 GB" H100/A100: 79.2): the capacity planner checks every
+    run's predicted peak against it."""
+    memory_check: str = "error"
+    """What a run whose predicted peak memory per rank exceeds the GPU's (or, on CPU, its share of the node's)
+    does at config check: 'error' (refused before anything is submitted), 'warn' (logged) or 'off'."""
     setup: list[str] = field(default_factory=list)
     """Shell lines the sbatch script runs before srun, e.g. 'source .venv/bin/activate'."""
     sbatch_extra: dict[str, str] = field(default_factory=dict)
@@ -67,6 +74,8 @@ class ClusterConfig:
         for name in ("nodes", "cpu_processes", "time_minutes", "cpus_per_task"):
             _check(getattr(self, name) >= 1, f"cluster.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(self.poll_seconds > 0, "cluster.poll_seconds", f"must be > 0, got {self.poll_seconds}")
+        _check(self.gpu_mem_gib > 0, "cluster.gpu_mem_gib", f"must be > 0, got {self.gpu_mem_gib}")
+        _check(self.memory_check in MEMORY_CHECKS, "cluster.memory_check", f"use one of {MEMORY_CHECKS}")
         for name in ("gpus_per_node", "max_requeues", "signal_delay_s"):
             _check(getattr(self, name) >= 0, f"cluster.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.mem_gb is None or self.mem_gb >= 0, "cluster.mem_gb", f"must be >= 0 or null, got {self.mem_gb}")
@@ -107,6 +116,8 @@ class Stage4Step:
     """DeepSpeed ZeRO stage (engine deepspeed)."""
     save_every: int = 20
     """Checkpoint every N steps (resume after preemption)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer in the backward instead of keeping its activations (the release: on)."""
 
 
 LR_SCHEDULES = ("cosine", "constant")
@@ -143,6 +154,8 @@ class Stage5Run:
     """Checkpoint every N optimizer steps (resume after preemption)."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (a short demo run); null = all epochs."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer (LLM and vision tower) in the backward instead of keeping its activations."""
 
 
 @dataclass
@@ -246,4 +259,33 @@ def check_training(cfg) -> list[dict]:
         plan.append({"run": f"stage5/{r.frames}f", "world": dims.world_size, "sp": f"{r.ulysses}x{r.ring}",
                      "dp": dims.dp_degree, "frames": r.frames,
                      "global_batch": r.per_device_batch * dims.dp_degree * r.grad_accum, "epochs": r.epochs})
+    _check_memory(cfg, plan)
     return plan
+
+
+def _check_memory(cfg, plan: list[dict]) -> None:
+    """Add the capacity planner's peak memory per rank to each row; refuse (or warn about) a run that does not
+    fit, per `cluster.memory_check`."""
+    from longvila.plan.config import plan_run, run_questions
+    from longvila.plan.memory import GIB
+
+    t = cfg.train
+    keys = [f"stage4[{i}]" for i in range(len(t.stage4))] + [f"stage5[{i}]" for i in range(len(t.stage5))]
+    for key, row, q in zip(keys, plan, run_questions(cfg)):
+        hw, p = plan_run(cfg, q)
+        row["memory_gib"], row["limit_gib"] = round(p.memory.total / GIB, 2), round(hw.gpu_mem_gib, 2)
+        row["memory_breakdown_gib"] = {k: round(v, 3) for k, v in p.memory.gib().items() if k != "total" and v}
+        if p.reason is None or t.cluster.memory_check == "off":
+            continue
+        where = (f"cluster.gpu_mem_gib {hw.gpu_mem_gib:g}" if t.cluster.gpus_per_node else
+                 f"{hw.gpu_mem_gib:.1f} GiB, this node's memory shared by {hw.gpus} processes")
+        top = sorted(((v, k) for k, v in p.memory.gib().items() if k != "total"), reverse=True)[:3]
+        message = (f"config 'train.{key}': predicted peak {p.memory.total / GIB:.1f} GiB per rank > {where} (largest: "
+                   + ", ".join(f"{k} {v:.1f}" for v, k in top) + "); set gradient_checkpointing: true, more nodes "
+                   f"or a longer ring (`longvila plan --config CFG --stage {q.name}` ranks the splits), or "
+                   "cluster.memory_check: warn to run anyway")
+        if t.cluster.memory_check == "error":
+            raise ValueError(message)
+        from longvila.utils.logging import get_logger
+
+        get_logger().warning(message)

@@ -74,3 +74,51 @@ def llm_shape(size: str) -> LLMShape:
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}; known: {', '.join(SIZES)}")
     return LLMShape.from_qwen2(SIZES[size][0])
+
+
+@dataclass(frozen=True)
+class VisionShape:
+    """The vision side of a LongVILA model: the SigLIP tower and the `mlp_downsample` projector into an LLM of
+    width `llm_hidden` (what the planner needs for stage 5, where both are trained on the frames)."""
+
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    image_size: int
+    patch_size: int
+    llm_hidden: int
+
+    @property
+    def patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """LLM tokens per frame after the 2x2 downsample (the frame's newline token not included)."""
+        half = (int(round(self.patches ** 0.5)) + 1) // 2
+        return half * half
+
+    @property
+    def params(self) -> int:
+        """SigLIP (patch embedding, positions, encoder layers, post-norm, the pooling head whose weights stay in
+        the checkpoint) plus the projector (LayerNorm(4C), Linear(4C, D), Linear(D, D))."""
+        c, i = self.hidden, self.intermediate
+        layer = 2 * 2 * c + 4 * (c * c + c) + (c * i + i) + (i * c + c)
+        head = c + (3 * c * c + 3 * c) + (c * c + c) + 2 * c + (c * i + i) + (i * c + c)
+        tower = 3 * self.patch_size ** 2 * c + c + self.patches * c + self.layers * layer + 2 * c + head
+        d = self.llm_hidden
+        return tower + 2 * 4 * c + (4 * c * d + d) + (d * d + d)
+
+    @classmethod
+    def from_siglip(cls, c: dict, llm_hidden: int) -> "VisionShape":
+        """From SiglipVisionConfig fields (a SIZES entry or a checkpoint's vision_tower/config.json)."""
+        return cls(layers=c["num_hidden_layers"], hidden=c["hidden_size"], heads=c["num_attention_heads"],
+                   intermediate=c["intermediate_size"], image_size=c["image_size"], patch_size=c["patch_size"],
+                   llm_hidden=llm_hidden)
+
+
+def vision_shape(size: str) -> VisionShape:
+    """The vision tower + projector shape of a named size."""
+    llm = llm_shape(size)
+    return VisionShape.from_siglip(SIZES[size][1], llm.hidden)

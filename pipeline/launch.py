@@ -152,11 +152,15 @@ def format_plan(plan: dict) -> str:
     row = plan["training"] or {}
     cols = {"job": plan["name"], "launcher": plan["launcher"], "backend": plan["backend"], "nodes": plan["nodes"],
             "tasks/node": plan["tasks_per_node"], "GPUs/node": plan["gpus_per_node"], "world": plan["world_size"],
-            "SP (UxR)": row.get("sp", "?"), "DP": row.get("dp", "?"), "global batch": row.get("global_batch", "?")}
+            "SP (UxR)": row.get("sp", "?"), "DP": row.get("dp", "?"), "global batch": row.get("global_batch", "?"),
+            "peak GiB/rank": row.get("memory_gib", "?"), "limit": row.get("limit_gib", "?")}
     widths = [max(len(k), len(str(v))) for k, v in cols.items()]
     lines = ["  ".join(k.ljust(w) for k, w in zip(cols, widths)),
              "  ".join(str(v).ljust(w) for v, w in zip(cols.values(), widths)),
              f"target: {plan['target']}", f"run dir: {plan['run_dir']}"]
+    if row.get("memory_breakdown_gib"):
+        lines.append("predicted peak per rank (GiB; longvila plan --config CFG --stage " + row["run"] + "): " + ", ".join(
+            f"{k} {v:.3g}" for k, v in row["memory_breakdown_gib"].items()) + f" -> {row['memory_gib']:g}")
     if plan["submitit"]:
         lines += [f"sbatch script (submitit, folder {plan['submitit']['folder']}):", plan["submitit"]["sbatch"]]
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """Communication volume and step time of a split, and the splits a configuration allows (issue 9).
 
-Per rank and training step (one packed row of S tokens over P = U x R ranks; s = S / P; b = 2 bytes):
+Per rank and training step (one packed row of S tokens over P = U x R ranks; s = S / P; b = 2 bytes in bf16, 4 in fp32):
 
 - compute: S (6 N + 6 L S h) / P FLOPs (the matmuls and causal attention, forward and backward; zigzag
-  balances the causal work), at `tflops x mfu`.
+  balances the causal work), at `tflops x mfu`; gradient checkpointing runs each forward twice (x 4/3).
 - Ulysses: 4 all-to-alls per layer forward (q, k, v, o) and 4 backward, (2 h + 2 d_kv) s (U-1)/U elements
   each way: 2 L (2 h + 2 d_kv) s (U-1)/U b bytes, over NVLink (a Ulysses group stays inside a node);
   blocking, so exposed.
@@ -11,11 +11,12 @@ Per rank and training step (one packed row of S tokens over P = U x R ranks; s =
   K/V again plus dK/dV in fp32: 4x the forward bytes in all. Over the inter-node link when the SP group
   spans nodes (U R > GPUs per node), else NVLink. Overlapped with the attention of the same layer: only
   what exceeds it is exposed (SEQUENCE_PARALLEL.md section 1, the overlap condition N/R >= F b d_kv / 2 B d).
-- ZeRO over the world: ZeRO-2 reduce-scatters gradients and all-gathers parameters once, 2 N b (W-1)/W;
-  ZeRO-3 gathers parameters for the forward and the backward too, 3 N b (W-1)/W. With LoRA (stage 4) the
-  frozen base sends nothing under ZeRO-2 and is gathered for forward and backward under ZeRO-3,
-  2 N b (W-1)/W. Over the inter-node link when W > GPUs per node. Counted as exposed (a conservative
-  bound: DeepSpeed overlaps part of it).
+- gradients and ZeRO over the world: the torch engine all-reduces fp32 gradients, 2 x 4 N_t (W-1)/W; ZeRO-2
+  reduce-scatters gradients and all-gathers parameters once, 2 N_t b (W-1)/W; ZeRO-3 gathers parameters for
+  the forward and the backward too, (2 N + N_t) b (W-1)/W (N_t: trained parameters; with LoRA, stage 4, the
+  frozen base sends nothing under ZeRO-2 and is gathered twice under ZeRO-3). Over the inter-node link when
+  W > GPUs per node. Counted as exposed (a conservative bound: DeepSpeed overlaps part of it).
+- vision (stage 5): the tower's 6 N_v FLOPs per patch over the frames, divided over the SP group.
 - latency: every ring step (3 (R-1) per layer: K/V forward, K/V and dK/dV backward) and every all-to-all
   (8 per layer) pays a fixed cost that nothing hides; it is what makes a long ring over many nodes slower
   than a shorter ring with Ulysses inside the node.
@@ -26,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from longvila.parallel.dims import ParallelDims, valid_ulysses_degrees
-from longvila.plan.memory import BF16, GIB, RankMemory, param_count, rank_memory
+from longvila.plan.memory import FP32, GIB, RankMemory, Recipe, param_count, rank_memory
 from longvila.shapes import LLMShape
 
 
@@ -36,7 +37,8 @@ class Hardware:
 
     gpus: int
     gpus_per_node: int
-    gpu_mem_gib: float = 80.0
+    gpu_mem_gib: float = 79.2
+    """What CUDA reports as the GPU's total (an "80 GB" H100 or A100: 79.2 GiB)."""
     tflops: float = 989.0
     """Dense bf16 peak per GPU (H100/H200 SXM: 989)."""
     mfu: float = 0.35
@@ -70,6 +72,10 @@ class SplitPlan:
     compute_s: float = 0.0
     exposed_comm_s: float = 0.0
     seq_len: int = 0
+    intra_bytes: int = 0
+    """Of the above, what crosses NVLink inside a node ..."""
+    inter_bytes: int = 0
+    """... and what crosses the network between nodes."""
 
     @property
     def step_s(self) -> float:
@@ -81,8 +87,8 @@ class SplitPlan:
         return self.dp * self.seq_len / self.step_s if self.step_s else 0.0
 
 
-def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, hw: Hardware, zero: int,
-             layout: str = "zigzag", lora: bool = False) -> SplitPlan:
+def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, hw: Hardware,
+             recipe: Recipe = Recipe(), layout: str = "zigzag") -> SplitPlan:
     """The plan of one split; `reason` says why it is invalid or does not fit."""
     sp = ulysses * ring
     if sp < 1 or hw.gpus % sp:
@@ -99,16 +105,21 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
     if seq_len % divisor:
         return SplitPlan(ulysses, ring, dp, f"seq_len {seq_len} is not a multiple of {divisor} ({layout} over "
                          f"P={sp})", None)
-    mem = rank_memory(shape, seq_len=seq_len, ulysses=ulysses, ring=ring, world=hw.gpus, zero=zero, lora=lora)
-    n, h, kv, layers = param_count(shape), shape.hidden, shape.kv_dim, shape.layers
+    mem = rank_memory(shape, seq_len=seq_len, ulysses=ulysses, ring=ring, world=hw.gpus, recipe=recipe)
+    n, h, kv, layers, b = param_count(shape), shape.hidden, shape.kv_dim, shape.layers, recipe.bytes
+    v = recipe.vision
+    n_all = n + (v.params if v else 0)
+    trained = (0 if recipe.lora else n) + (v.params if v and recipe.frames else 0)
     s = seq_len // sp
-    u_bytes = 2 * layers * (2 * h + 2 * kv) * s * (ulysses - 1) // ulysses * BF16
-    r_fwd_layer = 2 * seq_len * kv * (ring - 1) // sp * BF16
+    u_bytes = 2 * layers * (2 * h + 2 * kv) * s * (ulysses - 1) // ulysses * b
+    r_fwd_layer = 2 * seq_len * kv * (ring - 1) // sp * b
     r_bytes = 4 * layers * r_fwd_layer
-    passes = {(2, False): 2, (3, False): 3, (2, True): 0, (3, True): 2}[(zero, lora)]
-    z_bytes = passes * n * BF16 * (hw.gpus - 1) // hw.gpus
+    synced = {0: 2 * FP32 * trained, 2: 2 * b * trained, 3: b * (2 * n_all + trained)}[recipe.zero]
+    z_bytes = synced * (hw.gpus - 1) // hw.gpus
     flops_s = hw.tflops * 1e12 * hw.mfu
-    compute = seq_len * (6 * n + 6 * layers * seq_len * h) / sp / flops_s
+    vision_flops = 6 * v.params * recipe.frames * v.patches if v and recipe.frames else 0
+    recompute = 4 / 3 if recipe.checkpointing else 1.0                # the forward runs twice: 4 units, not 3
+    compute = recompute * (seq_len * (6 * n + 6 * layers * seq_len * h) + vision_flops) / sp / flops_s
     attention_layer = 6 * seq_len * seq_len * h / sp / flops_s        # one layer's attention, fwd + bwd
     ring_bw = (hw.inter_gbps if sp > hw.gpus_per_node else hw.intra_gbps) * 1e9
     ring_exposed = layers * max(0.0, 4 * r_fwd_layer / ring_bw - attention_layer)
@@ -118,14 +129,16 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
     exposed = u_bytes / (hw.intra_gbps * 1e9) + ring_exposed + z_bytes / zero_bw + latency
     fits = mem.total <= hw.gpu_mem_gib * GIB
     reason = None if fits else f"needs {mem.total / GIB:.1f} GiB per GPU > {hw.gpu_mem_gib:g} GiB"
-    return SplitPlan(ulysses, ring, dp, reason, mem, u_bytes, r_bytes, z_bytes, compute, exposed, seq_len)
+    inter = (r_bytes if sp > hw.gpus_per_node else 0) + (z_bytes if hw.gpus > hw.gpus_per_node else 0)
+    return SplitPlan(ulysses, ring, dp, reason, mem, u_bytes, r_bytes, z_bytes, compute, exposed, seq_len,
+                     u_bytes + r_bytes + z_bytes - inter, inter)
 
 
-def all_splits(shape: LLMShape, name: str, seq_len: int, hw: Hardware, zero: int,
-               layout: str = "zigzag", lora: bool = False) -> list[SplitPlan]:
+def all_splits(shape: LLMShape, name: str, seq_len: int, hw: Hardware, recipe: Recipe = Recipe(),
+               layout: str = "zigzag") -> list[SplitPlan]:
     """Every U x R dividing the GPU count: fitting splits first, highest throughput (tokens/s) first, then the
     rejected ones."""
-    plans = [evaluate(shape, name, seq_len, u, sp // u, hw, zero, layout, lora)
+    plans = [evaluate(shape, name, seq_len, u, sp // u, hw, recipe, layout)
              for sp in range(1, hw.gpus + 1) if hw.gpus % sp == 0
              for u in range(1, sp + 1) if sp % u == 0]
     return sorted(plans, key=lambda p: (p.reason is not None, -p.tokens_per_s if p.reason is None else 0,

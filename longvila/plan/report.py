@@ -7,15 +7,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from longvila.plan.cost import Hardware, SplitPlan, all_splits, evaluate
-from longvila.plan.memory import GIB, param_count
-from longvila.shapes import SIZES, LLMShape, llm_shape
+from longvila.plan.memory import GIB, Recipe, param_count
+from longvila.shapes import SIZES, LLMShape, VisionShape, llm_shape, vision_shape
 
 ALIASES = {"qwen2-1.5b": "qwen2-1.5b-384", "qwen2-7b": "qwen2-7b-384"}
-JSON_VERSION = 1
+JSON_VERSION = 2
 
 
 def resolve_model(arg: str) -> tuple[LLMShape, str]:
@@ -35,43 +35,72 @@ def resolve_model(arg: str) -> tuple[LLMShape, str]:
                      "config.json or llm/config.json")
 
 
+def resolve_vision(arg: str, llm_hidden: int) -> VisionShape:
+    """The vision tower + projector of a size name or a checkpoint folder (vision_tower/config.json)."""
+    size = ALIASES.get(arg, arg)
+    if size in SIZES:
+        return vision_shape(size)
+    path = Path(arg) / "vision_tower" / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--frames needs the vision tower's shape: {path} does not exist")
+    c = json.loads(path.read_text())
+    return VisionShape.from_siglip(c.get("vision_config", c), llm_hidden)
+
+
 def plan_json(plans: list[SplitPlan], *, model: str, shape: LLMShape, seq_len: int, hw: Hardware,
-              zero: int) -> dict:
+              recipe: Recipe) -> dict:
     """The stable JSON form (key `version`)."""
     def row(p: SplitPlan) -> dict:
         out = {"ulysses": p.ulysses, "ring": p.ring, "dp": p.dp, "fits": p.reason is None, "reason": p.reason}
         if p.memory is not None:
             out.update(memory_gib={k: round(v, 3) for k, v in p.memory.gib().items()},
-                       comm_bytes={"ulysses": p.ulysses_bytes, "ring": p.ring_bytes, "zero": p.zero_bytes},
+                       comm_bytes={"ulysses": p.ulysses_bytes, "ring": p.ring_bytes, "zero": p.zero_bytes,
+                                   "intra_node": p.intra_bytes, "inter_node": p.inter_bytes},
                        step_s={"compute": round(p.compute_s, 4), "exposed_comm": round(p.exposed_comm_s, 4),
                                "total": round(p.step_s, 4)}, tokens_per_s=round(p.tokens_per_s))
         return out
 
     best = next((p for p in plans if p.reason is None), None)
+    recipe_json = {k: v for k, v in asdict(recipe).items() if k != "vision"}
     return {"version": JSON_VERSION, "model": model, "params": param_count(shape), "seq_len": seq_len,
-            "zero": zero, "hardware": asdict(hw), "recommended": None if best is None else row(best),
+            "recipe": recipe_json, "hardware": asdict(hw), "recommended": None if best is None else row(best),
             "splits": [row(p) for p in plans]}
 
 
 def format_table(plans: list[SplitPlan]) -> str:
     head = (f"{'U':>3} {'R':>4} {'DP':>4}  {'params':>7} {'grads':>6} {'optim':>6} {'activ':>7} {'logits':>6} "
-            f"{'attn':>5} {'comm':>5} {'total':>7}  {'step s':>8} {'comm s':>7} {'tok/s':>9}  verdict")
+            f"{'attn':>5} {'comm':>5} {'bucket':>6} {'vision':>6} {'rt':>4} {'peak':>7}  {'intra GB':>8} "
+            f"{'inter GB':>8} {'step s':>8} {'comm s':>7} {'tok/s':>9}  verdict")
     lines = [head, "-" * len(head)]
     for p in plans:
         if p.memory is None:
-            lines.append(f"{p.ulysses:>3} {p.ring:>4} {p.dp:>4}  {'':>73}  {p.reason}")
+            lines.append(f"{p.ulysses:>3} {p.ring:>4} {p.dp:>4}  {'':>110}  {p.reason}")
             continue
         g = p.memory.gib()
         lines.append(f"{p.ulysses:>3} {p.ring:>4} {p.dp:>4}  {g['parameters']:>7.1f} {g['gradients']:>6.1f} "
                      f"{g['optimizer']:>6.1f} {g['activations']:>7.1f} {g['logits']:>6.1f} "
-                     f"{g['attention_buffers']:>5.1f} {g['comm_buffers']:>5.1f} {g['total']:>7.1f}  "
-                     f"{p.step_s:>8.2f} {p.exposed_comm_s:>7.2f} {p.tokens_per_s:>9,.0f}  {p.reason or 'fits'}")
+                     f"{g['attention_buffers']:>5.1f} {g['comm_buffers']:>5.1f} {g['grad_buckets']:>6.1f} "
+                     f"{g['vision']:>6.1f} {g['runtime'] + g['allocator_slack']:>4.1f} {g['total']:>7.1f}  "
+                     f"{p.intra_bytes / 1e9:>8.1f} {p.inter_bytes / 1e9:>8.1f} {p.step_s:>8.2f} "
+                     f"{p.exposed_comm_s:>7.2f} "
+                     f"{p.tokens_per_s:>9,.0f}  {p.reason or 'fits'}")
     return "\n".join(lines)
 
 
-def _hardware(args, gpus: int, gpus_per_node: int) -> Hardware:
-    return Hardware(gpus=gpus, gpus_per_node=gpus_per_node, gpu_mem_gib=args.gpu_mem, tflops=args.tflops,
-                    mfu=args.mfu, intra_gbps=args.intra_bw, inter_gbps=args.inter_bw)
+_HW_FLAGS = {"gpu_mem": "gpu_mem_gib", "tflops": "tflops", "mfu": "mfu", "intra_bw": "intra_gbps",
+             "inter_bw": "inter_gbps"}
+
+
+def _hardware(args, base: Hardware) -> Hardware:
+    """`base` with the hardware flags the user gave."""
+    return replace(base, **{f: getattr(args, a) for a, f in _HW_FLAGS.items() if getattr(args, a) is not None})
+
+
+def _recipe_line(r: Recipe) -> str:
+    engine = "torch engine" if r.zero == 0 else f"ZeRO-{r.zero}"
+    extra = [x for x, on in (("LoRA", r.lora), (f"{r.frames} frames", r.frames),
+                             ("gradient checkpointing", r.checkpointing)) if on]
+    return ", ".join([engine, r.precision, *extra])
 
 
 def run(args) -> int:
@@ -82,23 +111,27 @@ def run(args) -> int:
     if missing:
         raise ValueError(f"give --config CFG, or {', '.join(missing)} (a one-off question)")
     shape, model = resolve_model(args.model)
-    hw = _hardware(args, args.gpus, args.gpus_per_node)
+    recipe = Recipe(zero=args.zero, precision=args.precision, lora=args.lora, frames=args.frames,
+                    checkpointing=args.checkpointing,
+                    vision=resolve_vision(args.model, shape.hidden) if args.frames else None)
+    hw = _hardware(args, Hardware(gpus=args.gpus, gpus_per_node=args.gpus_per_node or 8))
     if (args.ulysses is None) != (args.ring is None):
         raise ValueError("give both --ulysses and --ring, or neither (then every split is listed)")
     if args.ulysses is not None:
-        plans = [evaluate(shape, model, args.seq_len, args.ulysses, args.ring, hw, args.zero)]
+        plans = [evaluate(shape, model, args.seq_len, args.ulysses, args.ring, hw, recipe)]
     else:
-        plans = all_splits(shape, model, args.seq_len, hw, args.zero)
+        plans = all_splits(shape, model, args.seq_len, hw, recipe)
     too_big = sum(p.reason is not None and p.memory is not None for p in plans)
     shown = plans if args.all or args.ulysses is not None else [
         p for p in plans if p.reason is None or p.memory is None]
     if args.json:
-        print(json.dumps(plan_json(shown, model=model, shape=shape, seq_len=args.seq_len, hw=hw, zero=args.zero),
+        print(json.dumps(plan_json(shown, model=model, shape=shape, seq_len=args.seq_len, hw=hw, recipe=recipe),
                          indent=1))
     else:
         print(f"{model}: {param_count(shape) / 1e9:.2f} B parameters, {shape.heads}/{shape.kv_heads} heads; "
               f"{args.seq_len:,} tokens per sample; {hw.gpus} GPUs ({hw.gpus_per_node} per node, "
-              f"{hw.gpu_mem_gib:g} GiB); ZeRO-{args.zero}; memory per GPU in GiB, step time estimated")
+              f"{hw.gpu_mem_gib:g} GiB); {_recipe_line(recipe)}; memory per GPU in GiB (rt: runtime + allocator "
+              "slack), step time estimated")
         print(format_table(shown))
         if too_big and shown is not plans:
             print(f"({too_big} more splits do not fit in {hw.gpu_mem_gib:g} GiB; --all lists them)")
@@ -109,57 +142,48 @@ def run(args) -> int:
             print(f"recommended: U={best.ulysses} R={best.ring} DP={best.dp} ({best.memory.total / GIB:.1f} GiB "
                   f"per GPU, ~{best.step_s:.2f} s per step, ~{best.tokens_per_s:,.0f} tokens/s in all)")
         else:
-            print("no split fits: more GPUs, ZeRO-3, or a shorter sequence")
+            print("no split fits: more GPUs, ZeRO-3, gradient checkpointing, or a shorter sequence")
     return 0 if any(p.reason is None for p in plans) else 1
 
 
-def config_stages(cfg, only: str | None = None) -> list[dict]:
-    """The training runs of a config as planner questions: name, seq_len, gpus, U, R, ZeRO stage, LoRA."""
-    t = cfg.train
-    if not t.cluster.gpus_per_node:
-        raise ValueError("this config trains on CPU processes (train.cluster.gpus_per_node: 0); the planner models "
-                         "GPUs: plan the paper config (workflow/configs/paper.yaml) or ask with --model/--gpus")
-    seq = {c.name: c.seq_len for c in cfg.pack.contexts}
-    stages = [dict(name=f"stage4/{s.context}", seq_len=seq[s.context], nodes=s.nodes, ulysses=s.ulysses, ring=s.ring,
-                   zero=max(2, s.zero_stage), lora=True) for s in t.stage4]
-    stages += [dict(name=f"stage5/{r.frames}f", seq_len=r.max_length, nodes=r.nodes, ulysses=r.ulysses, ring=r.ring,
-                    zero=max(2, r.zero_stage), lora=False) for r in t.stage5]
-    if only is not None:
-        stages = [s for s in stages if s["name"] == only]
-        if not stages:
-            raise ValueError(f"--stage {only!r} is not in this config; its stages: "
-                             f"{', '.join(s['name'] for s in config_stages(cfg))}")
-    return stages
-
-
 def run_config(args) -> int:
-    """`longvila plan --config CFG [--stage NAME]`: each run's configured split, and the best one on its GPUs."""
+    """`longvila plan --config CFG [--stage NAME]`: each run's configured split and the best one on its
+    hardware (GPUs, or CPU processes sharing the node), as the training config check sees them."""
     from longvila.config import load_config_file
+    from longvila.plan.config import hardware, run_questions
 
     cfg = load_config_file(args.config)
     shape, model = resolve_model(cfg.model.size)
+    questions = run_questions(cfg)
+    if args.stage is not None:
+        questions = [q for q in questions if q.name == args.stage]
+        if not questions:
+            raise ValueError(f"--stage {args.stage!r} is not in this config; its stages: "
+                             f"{', '.join(q.name for q in run_questions(cfg))}")
     out, ok = [], True
-    for st in config_stages(cfg, args.stage):
-        per_node = cfg.train.cluster.gpus_per_node
-        hw = _hardware(args, st["nodes"] * per_node, per_node)
-        mine = evaluate(shape, model, st["seq_len"], st["ulysses"], st["ring"], hw, st["zero"], cfg.train.layout,
-                        st["lora"])
-        best = next((p for p in all_splits(shape, model, st["seq_len"], hw, st["zero"], cfg.train.layout, st["lora"])
-                     if p.reason is None), None)
+    for q in questions:
+        hw = _hardware(args, hardware(cfg, q.nodes))
+        if args.gpus or args.gpus_per_node:                      # what-if: the same run on other GPUs
+            per_node = args.gpus_per_node or hw.gpus_per_node
+            hw = replace(hw, gpus=args.gpus or q.nodes * per_node, gpus_per_node=per_node)
+        mine = evaluate(shape, model, q.seq_len, q.ulysses, q.ring, hw, q.recipe, cfg.train.layout)
+        splits = all_splits(shape, model, q.seq_len, hw, q.recipe, cfg.train.layout)
+        best = next((p for p in splits if p.reason is None), None)
         ok = ok and mine.reason is None
-        out.append((st, hw, mine, best))
+        out.append((q, hw, mine, splits if args.all else [best] if best else []))
     if args.json:
         print(json.dumps({"version": JSON_VERSION, "config": str(args.config), "model": model, "stages": [
-            {"stage": st["name"], **plan_json([mine] + ([best] if best else []), model=model, shape=shape,
-                                              seq_len=st["seq_len"], hw=hw, zero=st["zero"])}
-            for st, hw, mine, best in out]}, indent=1))
+            {"stage": q.name, **plan_json([mine] + others, model=model, shape=shape, seq_len=q.seq_len, hw=hw,
+                                          recipe=q.recipe)}
+            for q, hw, mine, others in out]}, indent=1))
         return 0 if ok else 1
-    for st, hw, mine, best in out:
-        print(f"{st['name']}: {st['seq_len']:,} tokens on {hw.gpus} GPUs, ZeRO-{st['zero']}"
-              f"{', LoRA' if st['lora'] else ''}")
-        print(format_table([mine] + ([best] if best and best != mine else [])))
+    unit = "GPUs" if cfg.train.cluster.gpus_per_node else "CPU processes"
+    for q, hw, mine, others in out:
+        best = next((p for p in others if p.reason is None), None)
+        print(f"{q.name}: {q.seq_len:,} tokens on {hw.gpus} {unit} ({hw.gpu_mem_gib:.1f} GiB each), "
+              f"{_recipe_line(q.recipe)}; the configured split first")
+        print(format_table([mine] + [p for p in others if p != mine]))
         print(f"  configured U={mine.ulysses} R={mine.ring}: {mine.reason or 'fits'}"
               + (f"; best U={best.ulysses} R={best.ring} DP={best.dp}" if best else
-                 "; no split fits on these GPUs without gradient checkpointing (more nodes, or checkpointing)")
-              + "\n")
+                 "; no split fits on this hardware (more nodes, or gradient checkpointing)") + "\n")
     return 0 if ok else 1

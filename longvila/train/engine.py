@@ -29,6 +29,35 @@ from longvila.parallel.layout import shard_sequence
 from longvila.parallel.loss import IGNORE_INDEX, token_mean_loss
 
 
+GRAD_BUCKET_ELEMENTS = 1 << 23
+"""Gradients are summed over the world in buckets of this many elements (32 MiB of fp32), like DDP's, so the
+step needs one bucket more, not a second copy of every gradient (longvila.plan.memory models it)."""
+
+
+def _all_reduce_in_buckets(tensors: list[torch.Tensor], bucket: int = GRAD_BUCKET_ELEMENTS) -> None:
+    """Sum `tensors` over the world in place, a bucket of consecutive tensors per all-reduce (one tensor larger
+    than a bucket goes alone, without a copy)."""
+    group: list[torch.Tensor] = []
+
+    def flush():
+        if len(group) == 1 and group[0].is_contiguous():
+            dist.all_reduce(group[0])
+        elif group:
+            flat = torch.cat([t.reshape(-1) for t in group])
+            dist.all_reduce(flat)
+            at = 0
+            for t in group:
+                t.copy_(flat[at:at + t.numel()].view_as(t))
+                at += t.numel()
+        group.clear()
+
+    for t in tensors:
+        if group and sum(g.numel() for g in group) + t.numel() > bucket:
+            flush()
+        group.append(t)
+    flush()
+
+
 class TorchEngine:
     def __init__(self, model: torch.nn.Module, dims: ParallelDims, optimizer: torch.optim.Optimizer,
                  scheduler=None, grad_clip: float | None = None) -> None:
@@ -41,13 +70,10 @@ class TorchEngine:
         """Sum gradients over all ranks, clip, optimizer step; returns {"grad_norm", "lr"}."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         if dist.is_initialized() and dist.get_world_size() > 1:
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
-            at = 0
-            for p, g in zip(params, grads):
-                p.grad = flat[at:at + g.numel()].view_as(g).clone()
-                at += g.numel()
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            _all_reduce_in_buckets([p.grad for p in params])
         norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip else float("inf"))
         lr = self.optimizer.param_groups[0]["lr"]            # the rate this step used
         self.optimizer.step()
@@ -121,6 +147,17 @@ def load_for_training(init_dir, device: torch.device):
     model = LongVILAForCausalLM.from_pretrained(init_dir)
     saved_dtype = next(model.parameters()).dtype
     return model.float().to(device).train(), saved_dtype
+
+
+def enable_gradient_checkpointing(*modules) -> None:
+    """Recompute each decoder layer of these Transformers models in the backward (non-reentrant
+    `torch.utils.checkpoint`: frozen inputs and LoRA need no input gradients). The recomputed layer runs its
+    SP attention again, collectives included, in the same order on every rank."""
+    for m in modules:
+        if hasattr(m, "activation_checkpointing_enable"):               # Transformers >= 5.x's name
+            m.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def training_device() -> torch.device:

@@ -60,8 +60,8 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
 
     from longvila.parallel.parallelize import apply_sequence_parallel
     from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
-    from longvila.train.engine import (autocast, lm_loss, load_for_training, make_engine, training_device,
-                                       use_bf16)
+    from longvila.train.engine import (autocast, enable_gradient_checkpointing, lm_loss, load_for_training,
+                                       make_engine, training_device, use_bf16)
     from longvila.train.lora import apply_lora, merge_lora
     from longvila.train.loop import train
     from longvila.train.rope import set_rope_base
@@ -78,6 +78,8 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     for p in list(model.vision_tower.parameters()) + list(model.mm_projector.parameters()):
         p.requires_grad_(False)                                          # stage 4 is text only
     apply_sequence_parallel(model, dims, layout=t.layout)
+    if step.gradient_checkpointing:
+        enable_gradient_checkpointing(model.llm)
     warm = max(1, t.warmup_steps)
     engine = make_engine(t.engine, model, dims, lr=t.lr, lr_lambda=lambda s: min(1.0, (s + 1) / warm),
                          grad_accum=step.grad_accum, zero_stage=step.zero_stage, bf16=bf16)

@@ -136,7 +136,8 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
     from longvila.model.conversation import MEDIA_TOKENS, add_media_tokens
     from longvila.parallel.parallelize import apply_sequence_parallel
     from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
-    from longvila.train.engine import autocast, load_for_training, make_engine, training_device, use_bf16
+    from longvila.train.engine import (autocast, enable_gradient_checkpointing, load_for_training, make_engine,
+                                       training_device, use_bf16)
     from longvila.train.loop import train
 
     t, run = cfg.train, cfg.train.stage5[run_index]
@@ -159,6 +160,8 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
                            tokens_per_frame, run.max_length)
     model.requires_grad_(True)                                         # stage 5 is a full fine-tune
     apply_sequence_parallel(model, dims, layout=t.layout)
+    if run.gradient_checkpointing:
+        enable_gradient_checkpointing(model.llm, model.vision_tower)
     total = optimizer_steps(len(data), dims.dp_degree, run.per_device_batch, run.grad_accum, run.epochs)
     total = min(total, run.max_steps or total)
     schedule = lr_with_warmup(total, t.warmup_ratio, run.lr_schedule)

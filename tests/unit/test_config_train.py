@@ -42,6 +42,23 @@ def test_bad_training_configs_name_the_field_and_the_fix(path, overrides, messag
         check_training(_cfg(path, **overrides))
 
 
+def test_a_run_the_planner_says_does_not_fit_is_refused_before_anything_is_submitted(caplog):
+    # the paper's 256k stage-4 step without gradient checkpointing: 130 GiB per GPU predicted
+    step = "[{context: 256k, nodes: 2, ulysses: 4, ring: 4, max_positions: 262144, gradient_checkpointing: %s}]"
+    paper = "workflow/configs/paper.yaml"
+    with pytest.raises(ValueError, match=r"config 'train.stage4\[0\]': predicted peak 1\d\d\.\d GiB per rank > "
+                                         r"cluster.gpu_mem_gib 79.2 \(largest: activations .*set gradient_checkpointing: "
+                                         r"true.*longvila plan --config CFG --stage stage4/256k.*memory_check: warn"):
+        check_training(_cfg(paper, **{"train.stage4": step % "false"}))
+    (row,) = check_training(_cfg(paper, **{"train.stage4": step % "true"}))[:1]
+    assert row["memory_gib"] < row["limit_gib"] == 79.2 and row["memory_breakdown_gib"]["activations"] > 0
+    with caplog.at_level("WARNING"):
+        rows = check_training(_cfg(paper, **{"train.stage4": step % "false", "train.cluster.memory_check": "warn"}))
+    assert rows[0]["memory_gib"] > 79.2 and "predicted peak" in caplog.text
+    with pytest.raises(ValueError, match="predicted peak .* GiB per rank > cluster.gpu_mem_gib 40"):
+        check_training(_cfg(paper, **{"train.stage4": step % "true", "train.cluster.gpu_mem_gib": 40}))
+
+
 def test_the_checks_at_dag_build_import_neither_torch_nor_transformers():
     """check_training runs in every Snakemake process (each SLURM job too): it reads head counts from
     longvila.shapes and does ParallelDims arithmetic without torch (several seconds per process otherwise)."""

@@ -25,7 +25,7 @@ PAPER_32 = {
     "train.stage4": "[{context: 256k, rope_theta: 207112184, max_positions: 262144, steps: 80, grad_accum: 16, "
                     "nodes: 32, ulysses: 4, ring: 64, zero_stage: 2, save_every: 20}]",
     "train.stage5": "[{frames: 2048, nodes: 32, ulysses: 4, ring: 16, per_device_batch: 1, grad_accum: 32, "
-                    "lr: 5.0e-5, epochs: 6, max_length: 524288}]",
+                    "lr: 5.0e-5, epochs: 6, max_length: 524288, gradient_checkpointing: true}]",   # else: 92.5 GiB
 }
 
 
@@ -96,7 +96,10 @@ def test_plan_schema_is_stable(tmp_path):
     assert tuple(plan) == L.PLAN_KEYS
     assert plan["launcher"] == "local" and plan["backend"] == "gloo" and plan["submitit"] is None
     assert (plan["nodes"], plan["tasks_per_node"], plan["gpus_per_node"], plan["world_size"]) == (1, 4, 0, 4)
-    assert set(plan["training"]) == {"run", "world", "sp", "dp", "tokens_per_sample", "global_batch", "steps"}
+    assert set(plan["training"]) == {"run", "world", "sp", "dp", "tokens_per_sample", "global_batch", "steps",
+                                     "memory_gib", "limit_gib", "memory_breakdown_gib"}   # the planner's, issue 9
+    assert 0 < plan["training"]["memory_gib"] < plan["training"]["limit_gib"]
+    assert "predicted peak per rank (GiB; longvila plan --config CFG --stage stage4/512)" in L.format_plan(plan)
     sub = L.describe(_job(), _paper(), folder=tmp_path)["submitit"]
     assert set(sub) == {"folder", "parameters", "sbatch"}
     assert sub["parameters"]["tasks_per_node"] == 8 and sub["parameters"]["slurm_mem"] == "0"

@@ -1,0 +1,82 @@
+"""The planner's questions for a config's training runs: one per stage-4 step and stage-5 run, on the GPUs (or
+CPU processes) the config gives it, with its engine, precision, LoRA, checkpointing and frames.
+
+`plan_runs(cfg)` is what `longvila plan --config`, the training config check (`check_training`, at DAG
+build and in the launchers) and `--print-plan` all use, so the memory a user is shown is the memory the
+launcher acts on. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from longvila.plan.cost import Hardware, SplitPlan, evaluate
+from longvila.plan.memory import Recipe
+from longvila.shapes import LLMShape, VisionShape, llm_shape, vision_shape
+
+STAGE5_SUPERVISED_TOKENS = 256
+"""Stage 5 computes logits only where a target is (the answers: a few sentences; at most ~150 tokens in the
+tiny data); the planner budgets this many per sample."""
+
+
+@dataclass(frozen=True)
+class RunQuestion:
+    """One training run as a planner question."""
+
+    name: str                   # 'stage4/256k', 'stage5/512f'
+    seq_len: int
+    nodes: int
+    ulysses: int
+    ring: int
+    recipe: Recipe
+
+
+def host_memory_gib() -> float:
+    """This machine's memory (the CPU-process runs share it)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 16.0
+
+
+def hardware(cfg, nodes: int) -> Hardware:
+    """The hardware of a run on `nodes` nodes: GPUs with `cluster.gpu_mem_gib`, or the CPU processes sharing
+    the node's memory (`cluster.mem_gb`, or this machine's when 0/null), with rough CPU speeds."""
+    c = cfg.train.cluster
+    if c.gpus_per_node:
+        return Hardware(gpus=nodes * c.gpus_per_node, gpus_per_node=c.gpus_per_node, gpu_mem_gib=c.gpu_mem_gib)
+    mem = (c.mem_gb * 1e9 / 2**30) if c.mem_gb else host_memory_gib()
+    return Hardware(gpus=c.cpu_processes, gpus_per_node=c.cpu_processes, gpu_mem_gib=mem / c.cpu_processes,
+                    tflops=0.1, mfu=0.3, intra_gbps=5.0, inter_gbps=5.0, intra_latency_us=50.0, inter_latency_us=50.0)
+
+
+def shapes(cfg) -> tuple[LLMShape, VisionShape]:
+    return llm_shape(cfg.model.size), vision_shape(cfg.model.size)
+
+
+def run_questions(cfg) -> list[RunQuestion]:
+    """Every training run of `cfg`, in order."""
+    t = cfg.train
+    _, vision = shapes(cfg)
+    precision = t.precision if t.precision != "auto" else ("bf16" if t.cluster.gpus_per_node else "fp32")
+    device = "gpu" if t.cluster.gpus_per_node else "cpu"
+    zero = lambda stage: stage if t.engine == "deepspeed" else 0                      # noqa: E731
+    seq = {c.name: c.seq_len for c in cfg.pack.contexts}
+    out = [RunQuestion(f"stage4/{s.context}", seq[s.context], s.nodes, s.ulysses, s.ring,
+                       Recipe(zero=zero(s.zero_stage), precision=precision, lora=True, grad_accum=s.grad_accum,
+                              vision=vision, checkpointing=s.gradient_checkpointing, device=device))
+           for s in t.stage4 if s.context in seq]
+    out += [RunQuestion(f"stage5/{r.frames}f", r.max_length, r.nodes, r.ulysses, r.ring,
+                        Recipe(zero=zero(r.zero_stage), precision=precision, grad_accum=r.grad_accum, vision=vision,
+                               frames=r.frames, batch=r.per_device_batch, checkpointing=r.gradient_checkpointing,
+                               logit_tokens=STAGE5_SUPERVISED_TOKENS, device=device))
+            for r in t.stage5]
+    return out
+
+
+def plan_run(cfg, q: RunQuestion) -> tuple[Hardware, SplitPlan]:
+    """The configured split of one run, evaluated on its hardware."""
+    hw = hardware(cfg, q.nodes)
+    shape, _ = shapes(cfg)
+    return hw, evaluate(shape, cfg.model.size, q.seq_len, q.ulysses, q.ring, hw, q.recipe, cfg.train.layout)
