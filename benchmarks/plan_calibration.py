@@ -2,14 +2,14 @@
 
 Each case trains like stage 4 on real gloo processes: `lm_loss` (packed row, zigzag shards) -> backward ->
 `TorchEngine.step` (gradients summed over the world in buckets, AdamW), fp32, the `torch_cpu` SP kernel,
-gradients freed between steps (as the trainer does). Measured on every rank: the peak resident memory over
-steps 2-3 (sampled every millisecond; AdamW's state exists from step 1 on) minus the process's resident memory
-before the model was built (Python, torch, gloo), with glibc's mmap threshold fixed so that freed blocks leave
-the resident set (tests/helpers/plan_calibration.py). Predicted: `longvila.plan.memory.rank_memory` with the
-torch engine's recipe (`Recipe(zero=0, precision="fp32", device="cpu")`). Models: `tiny` (the default config's
-LLM: 2 layers x 64, Qwen2's 151,648-token vocabulary, so logits and the embeddings dominate) and `small` (4
-layers x 256, vocab 4,096: activations dominate). Target: |measured / predicted - 1| <= 15%
-(tests/distributed/test_plan_calibration.py).
+gradients freed between steps (as the trainer does). Measured on every rank: the peak resident memory over steps
+2-3 (the kernel's high-water mark, VmHWM, reset after step 1, when AdamW's state exists) minus the process's
+resident memory before the model was built (Python, torch, gloo), with glibc's mmap threshold fixed so that
+freed blocks leave the resident set (tests/helpers/plan_calibration.py). Predicted:
+`longvila.plan.memory.rank_memory` with the torch engine's recipe (`Recipe(zero=0, precision="fp32",
+device="cpu")`). Models: `tiny` (the default config's LLM: 2 layers x 64, Qwen2's 151,648-token vocabulary, so
+logits and the embeddings dominate) and `small` (4 layers x 256, vocab 4,096: activations dominate). Target:
+|measured / predicted - 1| <= 15% (tests/distributed/test_plan_calibration.py).
 
     python benchmarks/plan_calibration.py [--model tiny small] [--seq-len 0 (per model default)]
 """

@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "logits, attention and communication buffers, gradient buckets, vision), communication "
                         "volume and an estimated step time; the best split first, rejected ones with the reason. "
                         "Torch-free, instant.")
-    pl.add_argument("--config", help="plan every training run of this config (model, splits, nodes, engine, checkpointing)")
+    pl.add_argument("--config",
+                    help="plan every training run of this config (model, splits, nodes, engine, checkpointing)")
     pl.add_argument("--stage", help="with --config: only this run, e.g. stage4/256k or stage5/512f")
     pl.add_argument("--model", help="qwen2-1.5b | qwen2-7b | a size name | a checkpoint folder")
     pl.add_argument("--seq-len", type=int, help="tokens per sample (one packed row)")
@@ -246,12 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GiB per GPU as CUDA reports it (default 79.2, an 80 GB H100; with --config: its gpu_mem_gib)")
     pl.add_argument("--ulysses", type=int, help="evaluate this split only (with --ring); exit 1 if it does not fit")
     pl.add_argument("--ring", type=int, help="see --ulysses")
-    pl.add_argument("--zero", type=int, choices=(0, 2, 3), default=3,
+    pl.add_argument("--zero", type=int, choices=(0, 2, 3),
                     help="DeepSpeed ZeRO stage, or 0 for the torch engine (nothing sharded) (default 3)")
-    pl.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="training precision (default bf16)")
+    pl.add_argument("--precision", choices=("bf16", "fp32"), help="training precision (default bf16)")
     pl.add_argument("--lora", action="store_true", help="the base weights are frozen (stage 4's LoRA)")
     pl.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (each layer recomputed)")
-    pl.add_argument("--frames", type=int, default=0,
+    pl.add_argument("--batch", type=int,
+                    help="samples per micro-step whose graphs coexist (stage 5's per_device_batch)")
+    pl.add_argument("--frames", type=int,
                     help="frames per sample (stage 5): the vision tower trains too, each SP rank encodes 1/P")
     pl.add_argument("--tflops", type=float, help="dense bf16 peak per GPU (default 989, H100)")
     pl.add_argument("--mfu", type=float, help="share of the peak reached (default 0.35)")

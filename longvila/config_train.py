@@ -271,7 +271,7 @@ def _check_memory(cfg, plan: list[dict]) -> None:
 
     t = cfg.train
     keys = [f"stage4[{i}]" for i in range(len(t.stage4))] + [f"stage5[{i}]" for i in range(len(t.stage5))]
-    for key, row, q in zip(keys, plan, run_questions(cfg)):
+    for key, row, q in zip(keys, plan, run_questions(cfg), strict=True):
         hw, p = plan_run(cfg, q)
         row["memory_gib"], row["limit_gib"] = round(p.memory.total / GIB, 2), round(hw.gpu_mem_gib, 2)
         row["memory_breakdown_gib"] = {k: round(v, 3) for k, v in p.memory.gib().items() if k != "total" and v}

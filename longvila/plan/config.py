@@ -46,7 +46,7 @@ def hardware(cfg, nodes: int) -> Hardware:
     c = cfg.train.cluster
     if c.gpus_per_node:
         return Hardware(gpus=nodes * c.gpus_per_node, gpus_per_node=c.gpus_per_node, gpu_mem_gib=c.gpu_mem_gib)
-    mem = (c.mem_gb * 1e9 / 2**30) if c.mem_gb else host_memory_gib()
+    mem = c.mem_gb if c.mem_gb else host_memory_gib()                 # sbatch --mem=<n>G: SLURM's G is GiB
     return Hardware(gpus=c.cpu_processes, gpus_per_node=c.cpu_processes, gpu_mem_gib=mem / c.cpu_processes,
                     tflops=0.1, mfu=0.3, intra_gbps=5.0, inter_gbps=5.0, intra_latency_us=50.0, inter_latency_us=50.0)
 
@@ -63,10 +63,10 @@ def run_questions(cfg) -> list[RunQuestion]:
     device = "gpu" if t.cluster.gpus_per_node else "cpu"
     zero = lambda stage: stage if t.engine == "deepspeed" else 0                      # noqa: E731
     seq = {c.name: c.seq_len for c in cfg.pack.contexts}
-    out = [RunQuestion(f"stage4/{s.context}", seq[s.context], s.nodes, s.ulysses, s.ring,
+    out = [RunQuestion(f"stage4/{s.context}", seq.get(s.context, 0), s.nodes, s.ulysses, s.ring,
                        Recipe(zero=zero(s.zero_stage), precision=precision, lora=True, grad_accum=s.grad_accum,
                               vision=vision, checkpointing=s.gradient_checkpointing, device=device))
-           for s in t.stage4 if s.context in seq]
+           for s in t.stage4]
     out += [RunQuestion(f"stage5/{r.frames}f", r.max_length, r.nodes, r.ulysses, r.ring,
                         Recipe(zero=zero(r.zero_stage), precision=precision, grad_accum=r.grad_accum, vision=vision,
                                frames=r.frames, batch=r.per_device_batch, checkpointing=r.gradient_checkpointing,

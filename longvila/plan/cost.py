@@ -7,10 +7,10 @@ Per rank and training step (one packed row of S tokens over P = U x R ranks; s =
 - Ulysses: 4 all-to-alls per layer forward (q, k, v, o) and 4 backward, (2 h + 2 d_kv) s (U-1)/U elements
   each way: 2 L (2 h + 2 d_kv) s (U-1)/U b bytes, over NVLink (a Ulysses group stays inside a node);
   blocking, so exposed.
-- ring: R-1 steps of the K/V block per layer forward, 2 S d_kv (R-1)/P elements, and in the backward the
-  K/V again plus dK/dV in fp32: 4x the forward bytes in all. Over the inter-node link when the SP group
-  spans nodes (U R > GPUs per node), else NVLink. Overlapped with the attention of the same layer: only
-  what exceeds it is exposed (SEQUENCE_PARALLEL.md section 1, the overlap condition N/R >= F b d_kv / 2 B d).
+- ring: R-1 steps of the K/V block per layer forward, 2 S d_kv (R-1)/P elements, and in the backward the K/V
+  again plus dK/dV in fp32: 2 + 4 / b times the forward bytes in all (4x in bf16). Over the inter-node link when
+  the SP group spans nodes (U R > GPUs per node), else NVLink. Overlapped with the attention of the same layer:
+  only what exceeds it is exposed (SEQUENCE_PARALLEL.md section 1, the overlap condition N/R >= F b d_kv / 2 B d).
 - gradients and ZeRO over the world: the torch engine all-reduces fp32 gradients, 2 x 4 N_t (W-1)/W; ZeRO-2
   reduce-scatters gradients and all-gathers parameters once, 2 N_t b (W-1)/W; ZeRO-3 gathers parameters for
   the forward and the backward too, (2 N + N_t) b (W-1)/W (N_t: trained parameters; with LoRA, stage 4, the
@@ -76,6 +76,8 @@ class SplitPlan:
     """Of the above, what crosses NVLink inside a node ..."""
     inter_bytes: int = 0
     """... and what crosses the network between nodes."""
+    batch: int = 1
+    """Samples per micro-step (the times and bytes above cover all of them)."""
 
     @property
     def step_s(self) -> float:
@@ -83,8 +85,8 @@ class SplitPlan:
 
     @property
     def tokens_per_s(self) -> float:
-        """Training throughput of the whole cluster: DP rows of seq_len tokens per step."""
-        return self.dp * self.seq_len / self.step_s if self.step_s else 0.0
+        """Training throughput of the whole cluster: DP x batch rows of seq_len tokens per micro-step."""
+        return self.dp * self.batch * self.seq_len / self.step_s if self.step_s else 0.0
 
 
 def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, hw: Hardware,
@@ -111,27 +113,28 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
     n_all = n + (v.params if v else 0)
     trained = (0 if recipe.lora else n) + (v.params if v and recipe.frames else 0)
     s = seq_len // sp
-    u_bytes = 2 * layers * (2 * h + 2 * kv) * s * (ulysses - 1) // ulysses * b
+    rows = recipe.batch                                                # samples per micro-step, one after another
+    u_bytes = rows * 2 * layers * (2 * h + 2 * kv) * s * (ulysses - 1) // ulysses * b
     r_fwd_layer = 2 * seq_len * kv * (ring - 1) // sp * b
-    r_bytes = 4 * layers * r_fwd_layer
+    r_bytes = rows * (2 + FP32 // b) * layers * r_fwd_layer           # K/V fwd + bwd, dK/dV in fp32
     synced = {0: 2 * FP32 * trained, 2: 2 * b * trained, 3: b * (2 * n_all + trained)}[recipe.zero]
     z_bytes = synced * (hw.gpus - 1) // hw.gpus
     flops_s = hw.tflops * 1e12 * hw.mfu
     vision_flops = 6 * v.params * recipe.frames * v.patches if v and recipe.frames else 0
     recompute = 4 / 3 if recipe.checkpointing else 1.0                # the forward runs twice: 4 units, not 3
-    compute = recompute * (seq_len * (6 * n + 6 * layers * seq_len * h) + vision_flops) / sp / flops_s
+    compute = rows * recompute * (seq_len * (6 * n + 6 * layers * seq_len * h) + vision_flops) / sp / flops_s
     attention_layer = 6 * seq_len * seq_len * h / sp / flops_s        # one layer's attention, fwd + bwd
     ring_bw = (hw.inter_gbps if sp > hw.gpus_per_node else hw.intra_gbps) * 1e9
-    ring_exposed = layers * max(0.0, 4 * r_fwd_layer / ring_bw - attention_layer)
+    ring_exposed = rows * layers * max(0.0, (2 + FP32 // b) * r_fwd_layer / ring_bw - attention_layer)
     zero_bw = (hw.inter_gbps if hw.gpus > hw.gpus_per_node else hw.intra_gbps) * 1e9
     ring_latency = (hw.inter_latency_us if sp > hw.gpus_per_node else hw.intra_latency_us) * 1e-6
-    latency = layers * (3 * (ring - 1) * ring_latency + (8 * hw.intra_latency_us * 1e-6 if ulysses > 1 else 0))
+    latency = rows * layers * (3 * (ring - 1) * ring_latency + (8 * hw.intra_latency_us * 1e-6 if ulysses > 1 else 0))
     exposed = u_bytes / (hw.intra_gbps * 1e9) + ring_exposed + z_bytes / zero_bw + latency
     fits = mem.total <= hw.gpu_mem_gib * GIB
     reason = None if fits else f"needs {mem.total / GIB:.1f} GiB per GPU > {hw.gpu_mem_gib:g} GiB"
     inter = (r_bytes if sp > hw.gpus_per_node else 0) + (z_bytes if hw.gpus > hw.gpus_per_node else 0)
     return SplitPlan(ulysses, ring, dp, reason, mem, u_bytes, r_bytes, z_bytes, compute, exposed, seq_len,
-                     u_bytes + r_bytes + z_bytes - inter, inter)
+                     u_bytes + r_bytes + z_bytes - inter, inter, rows)
 
 
 def all_splits(shape: LLMShape, name: str, seq_len: int, hw: Hardware, recipe: Recipe = Recipe(),

@@ -3,12 +3,12 @@ attention and communication buffers, gradient buckets and the vision side, for a
 x data-parallel), an engine and a precision (`Recipe`).
 
 What each rank holds (N parameters, N_t of them trained; W ranks; s = seq_len / P local tokens; b = 2 bytes
-in bf16, 4 in fp32; no gradient checkpointing; one packed row of `seq_len` tokens per micro-step; flash or
+in bf16, 4 in fp32; one packed row of `seq_len` tokens per micro-step; flash or
 zigzag attention, so nothing quadratic in the sequence is held):
 
-- engine `torch` (`zero=0`, longvila.train.engine.TorchEngine: every rank holds everything): fp32
-  parameters 4 N (bf16 autocast adds its cached bf16 copies, 2 N), fp32 gradients 4 N_t, AdamW's two
-  moments 8 N_t, one all-reduce bucket (`TORCH_BUCKET_ELEMENTS` fp32).
+- engine `torch` (`zero=0`, longvila.train.engine.TorchEngine: every rank holds everything): fp32 parameters 4
+  N (bf16 autocast adds its cached bf16 copies of the trained weights, 2 N_t), fp32 gradients 4 N_t, AdamW's
+  two moments 8 N_t, one all-reduce bucket (`TORCH_BUCKET_ELEMENTS` fp32).
 - DeepSpeed ZeRO-2 / ZeRO-3 (sharded over the whole world, longvila.train.ds_engine): parameters b N
   (ZeRO-3: b N / W and DeepSpeed's second partitioned copy, b N / W more), fp32 master weights and Adam's
   moments 12 N_t / W, gradients b N_t / W, one bucket (DeepSpeed's default 5e8 elements) when W > 1.
@@ -160,7 +160,7 @@ class RankMemory:
 
 def rank_memory(shape: LLMShape, *, seq_len: int, ulysses: int, ring: int, world: int,
                 recipe: Recipe = Recipe()) -> RankMemory:
-    """Peak bytes per rank of one training step (no gradient checkpointing); see the module docstring."""
+    """Peak bytes per rank of one training step; see the module docstring."""
     sp = ulysses * ring
     if sp < 1 or world % sp:
         raise ValueError(f"world {world} is not a multiple of ulysses x ring = {sp}")
@@ -171,7 +171,7 @@ def rank_memory(shape: LLMShape, *, seq_len: int, ulysses: int, ring: int, world
     h, kv = shape.hidden, shape.kv_dim
     s = -(-seq_len // sp)                                               # local tokens (ceil)
     if r.zero == 0:
-        parameters = FP32 * n + (BF16 * n if r.precision == "bf16" else 0)
+        parameters = FP32 * n + (BF16 * trained if r.precision == "bf16" else 0)   # autocast caches trained weights
         gradients, optimizer = FP32 * trained, 2 * FP32 * trained
         bucket = FP32 * min(TORCH_BUCKET_ELEMENTS, trained) if world > 1 else 0
     else:

@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from longvila.plan.cost import Hardware, SplitPlan, all_splits, evaluate
+from longvila.plan.config import STAGE5_SUPERVISED_TOKENS
 from longvila.plan.memory import GIB, Recipe, param_count
 from longvila.shapes import SIZES, LLMShape, VisionShape, llm_shape, vision_shape
 
@@ -48,7 +49,7 @@ def resolve_vision(arg: str, llm_hidden: int) -> VisionShape:
 
 
 def plan_json(plans: list[SplitPlan], *, model: str, shape: LLMShape, seq_len: int, hw: Hardware,
-              recipe: Recipe) -> dict:
+              recipe: Recipe, recommended: SplitPlan | None = None) -> dict:
     """The stable JSON form (key `version`)."""
     def row(p: SplitPlan) -> dict:
         out = {"ulysses": p.ulysses, "ring": p.ring, "dp": p.dp, "fits": p.reason is None, "reason": p.reason}
@@ -60,7 +61,7 @@ def plan_json(plans: list[SplitPlan], *, model: str, shape: LLMShape, seq_len: i
                                "total": round(p.step_s, 4)}, tokens_per_s=round(p.tokens_per_s))
         return out
 
-    best = next((p for p in plans if p.reason is None), None)
+    best = recommended or next((p for p in plans if p.reason is None), None)
     recipe_json = {k: v for k, v in asdict(recipe).items() if k != "vision"}
     return {"version": JSON_VERSION, "model": model, "params": param_count(shape), "seq_len": seq_len,
             "recipe": recipe_json, "hardware": asdict(hw), "recommended": None if best is None else row(best),
@@ -106,15 +107,32 @@ def _recipe_line(r: Recipe) -> str:
 def run(args) -> int:
     """The CLI body (arguments in longvila.cli): 0, or 1 when the asked split is invalid or does not fit."""
     if args.config is not None:
+        asked = [f for f, v in (("--model", args.model), ("--seq-len", args.seq_len), ("--ulysses", args.ulysses),
+                                ("--ring", args.ring), ("--zero", args.zero), ("--precision", args.precision),
+                                ("--lora", args.lora), ("--checkpointing", args.checkpointing),
+                                ("--frames", args.frames), ("--batch", args.batch)) if v not in (None, False)]
+        if asked:
+            raise ValueError(f"{', '.join(asked)}: the config sets these for each run; with --config give only "
+                             "--stage, --all, --json and the hardware flags (--gpus, --gpus-per-node, --gpu-mem, "
+                             "--tflops, --mfu, --intra-bw, --inter-bw)")
         return run_config(args)
+    if args.stage is not None:
+        raise ValueError("--stage needs --config")
     missing = [f"--{k.replace('_', '-')}" for k in ("model", "seq_len", "gpus") if getattr(args, k) is None]
     if missing:
         raise ValueError(f"give --config CFG, or {', '.join(missing)} (a one-off question)")
     shape, model = resolve_model(args.model)
-    recipe = Recipe(zero=args.zero, precision=args.precision, lora=args.lora, frames=args.frames,
-                    checkpointing=args.checkpointing,
-                    vision=resolve_vision(args.model, shape.hidden) if args.frames else None)
-    hw = _hardware(args, Hardware(gpus=args.gpus, gpus_per_node=args.gpus_per_node or 8))
+    try:
+        vision = resolve_vision(args.model, shape.hidden)           # the VLM holds its tower (frozen unless frames)
+    except ValueError:
+        if args.frames:
+            raise
+        vision = None                                                # an LLM-only checkpoint folder
+    recipe = Recipe(zero=3 if args.zero is None else args.zero, precision=args.precision or "bf16",
+                    lora=args.lora, frames=args.frames or 0, checkpointing=args.checkpointing, vision=vision,
+                    batch=args.batch or 1, logit_tokens=STAGE5_SUPERVISED_TOKENS if args.frames else None)
+    per_node = 8 if args.gpus_per_node is None else args.gpus_per_node
+    hw = _hardware(args, Hardware(gpus=args.gpus, gpus_per_node=per_node))
     if (args.ulysses is None) != (args.ring is None):
         raise ValueError("give both --ulysses and --ring, or neither (then every split is listed)")
     if args.ulysses is not None:
@@ -163,7 +181,7 @@ def run_config(args) -> int:
     out, ok = [], True
     for q in questions:
         hw = _hardware(args, hardware(cfg, q.nodes))
-        if args.gpus or args.gpus_per_node:                      # what-if: the same run on other GPUs
+        if args.gpus is not None or args.gpus_per_node is not None:    # what-if: the same run on other GPUs
             per_node = args.gpus_per_node or hw.gpus_per_node
             hw = replace(hw, gpus=args.gpus or q.nodes * per_node, gpus_per_node=per_node)
         mine = evaluate(shape, model, q.seq_len, q.ulysses, q.ring, hw, q.recipe, cfg.train.layout)
@@ -173,8 +191,9 @@ def run_config(args) -> int:
         out.append((q, hw, mine, splits if args.all else [best] if best else []))
     if args.json:
         print(json.dumps({"version": JSON_VERSION, "config": str(args.config), "model": model, "stages": [
-            {"stage": q.name, **plan_json([mine] + others, model=model, shape=shape, seq_len=q.seq_len, hw=hw,
-                                          recipe=q.recipe)}
+            {"stage": q.name, **plan_json([mine] + [p for p in others if p != mine], model=model, shape=shape,
+                                          seq_len=q.seq_len, hw=hw, recipe=q.recipe,
+                                          recommended=next((p for p in others if p.reason is None), None))}
             for q, hw, mine, others in out]}, indent=1))
         return 0 if ok else 1
     unit = "GPUs" if cfg.train.cluster.gpus_per_node else "CPU processes"

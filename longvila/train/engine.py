@@ -38,8 +38,10 @@ def _all_reduce_in_buckets(tensors: list[torch.Tensor], bucket: int = GRAD_BUCKE
     """Sum `tensors` over the world in place, a bucket of consecutive tensors per all-reduce (one tensor larger
     than a bucket goes alone, without a copy)."""
     group: list[torch.Tensor] = []
+    size = 0
 
     def flush():
+        nonlocal size
         if len(group) == 1 and group[0].is_contiguous():
             dist.all_reduce(group[0])
         elif group:
@@ -50,11 +52,13 @@ def _all_reduce_in_buckets(tensors: list[torch.Tensor], bucket: int = GRAD_BUCKE
                 t.copy_(flat[at:at + t.numel()].view_as(t))
                 at += t.numel()
         group.clear()
+        size = 0
 
     for t in tensors:
-        if group and sum(g.numel() for g in group) + t.numel() > bucket:
+        if group and size + t.numel() > bucket:
             flush()
         group.append(t)
+        size += t.numel()
     flush()
 
 

@@ -60,3 +60,25 @@ def test_gradient_checkpointing_under_2d_sp_is_exact():
     for (losses, saved), (_, saved_plain) in zip(run_distributed(_train, 4, 2, 2, "float64", 3, True, True), plain):
         assert max(abs(a - b) for a, b in zip(losses, ref)) < 1e-9, (losses, ref)
         assert saved < 0.75 * saved_plain, (saved, saved_plain)      # (the logits are most of what is left)
+
+
+def _bucketed(rank, world):
+    from longvila.plan.memory import TORCH_BUCKET_ELEMENTS
+    from longvila.train.engine import GRAD_BUCKET_ELEMENTS, _all_reduce_in_buckets
+
+    assert GRAD_BUCKET_ELEMENTS == TORCH_BUCKET_ELEMENTS                  # the planner models this bucket
+    shapes = [(3,), (4, 2), (11,), (2, 2), (1,), (0,), (5, 3)]           # with a bucket of 8: groups, one alone
+    tensors = [torch.arange(int(torch.tensor(s).prod()), dtype=torch.float64).reshape(s) * (rank + 1)
+               for s in shapes]
+    tensors[-1] = tensors[-1].t()                                        # a non-contiguous one
+    ids = [t.data_ptr() for t in tensors]
+    _all_reduce_in_buckets(tensors, bucket=8)
+    want = sum(range(1, world + 1))
+    ok = all(torch.equal(t, torch.arange(t.numel(), dtype=torch.float64).reshape(s).mul(want) if i < 6
+                         else torch.arange(15, dtype=torch.float64).reshape(5, 3).t() * want)
+             for i, (t, s) in enumerate(zip(tensors, shapes)))
+    return ok and ids == [t.data_ptr() for t in tensors]                # in place
+
+
+def test_gradients_are_summed_once_and_in_place_in_buckets():
+    assert run_distributed(_bucketed, 3) == [True, True, True]

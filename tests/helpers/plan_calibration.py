@@ -30,24 +30,42 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class _Sampler:
-    """The highest resident memory seen while active (a thread sampling every millisecond)."""
+class _PeakRss:
+    """The process's peak resident memory since `reset()`: the kernel's exact high-water mark (VmHWM, reset
+    through /proc/self/clear_refs), so a loaded machine cannot make it miss a short peak; where that is not
+    available, a thread sampling every millisecond."""
 
     def __init__(self) -> None:
-        self.peak, self.on, self.stop = 0, False, False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.sampled, self.stop, self.thread = 0, False, None
+        try:
+            self.reset()
+            self.exact = True
+        except OSError:
+            self.exact = False
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+    @staticmethod
+    def _hwm() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+    def reset(self) -> None:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        self.sampled = _rss()
 
     def _run(self) -> None:
         while not self.stop:
-            if self.on:
-                self.peak = max(self.peak, _rss())
+            self.sampled = max(self.sampled, _rss())
             time.sleep(0.001)
 
-    def close(self) -> int:
+    def peak(self) -> int:
+        if self.exact:
+            return self._hwm()
         self.stop = True
         self.thread.join()
-        return max(self.peak, _rss())
+        return max(self.sampled, _rss())
 
 
 def _release_freed_memory() -> None:
@@ -55,7 +73,9 @@ def _release_freed_memory() -> None:
     large blocks are freed and serves later ones from a heap it rarely returns, so a process's resident memory
     creeps up step after step (measured: 346 -> 706 MiB after three identical steps of the small model, with
     60 MiB alive). A fixed threshold (mallopt M_MMAP_THRESHOLD) keeps every block over 256 KiB an mmap that a
-    free returns at once. Measurement hygiene of this benchmark only; training does not need it."""
+    free returns at once; one arena keeps communication threads from each growing a heap of their own when
+    they contend (a suspected cause of one loaded CI run measuring +38 MiB on a 2x2 rank). Measurement
+    hygiene of this benchmark only; training does not need it."""
     import ctypes
 
     try:
@@ -64,6 +84,7 @@ def _release_freed_memory() -> None:
         return                                                   # not glibc: measure as is
     libc.mallopt(-3, 256 * 1024)                                 # M_MMAP_THRESHOLD
     libc.mallopt(-1, 1 << 20)                                    # M_TRIM_THRESHOLD
+    libc.mallopt(-8, 1)                                          # M_ARENA_MAX: gloo's threads share one heap
 
 
 def measure(rank, world, model_name, ulysses, ring, seq_len, steps=3):
@@ -87,13 +108,14 @@ def measure(rank, world, model_name, ulysses, ring, seq_len, steps=3):
     apply_sequence_parallel(model, dims, backend="torch_cpu")
     engine = TorchEngine(model, dims, torch.optim.AdamW(model.parameters(), lr=1e-4))
     row = torch.randint(0, cfg.vocab_size, (seq_len,), generator=torch.Generator().manual_seed(1))
-    sampler = _Sampler()
+    peak = None
     for i in range(steps):
-        sampler.on = i > 0
+        if i == 1:                                  # from step 2 on: AdamW's state exists
+            peak = _PeakRss()
         loss, _ = lm_loss(model, row, dims)
         engine.backward(loss)
         engine.step()
-    return {"base": base, "peak": sampler.close() - base}
+    return {"base": base, "peak": peak.peak() - base, "exact": peak.exact}
 
 
 def predicted(model_name: str, ulysses: int, ring: int, seq_len: int) -> int:

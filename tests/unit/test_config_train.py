@@ -43,7 +43,7 @@ def test_bad_training_configs_name_the_field_and_the_fix(path, overrides, messag
 
 
 def test_a_run_the_planner_says_does_not_fit_is_refused_before_anything_is_submitted(caplog):
-    # the paper's 256k stage-4 step without gradient checkpointing: 130 GiB per GPU predicted
+    # the paper's 256k stage-4 step without gradient checkpointing: 153 GiB per GPU predicted
     step = "[{context: 256k, nodes: 2, ulysses: 4, ring: 4, max_positions: 262144, gradient_checkpointing: %s}]"
     paper = "workflow/configs/paper.yaml"
     with pytest.raises(ValueError, match=r"config 'train.stage4\[0\]': predicted peak 1\d\d\.\d GiB per rank > "

@@ -171,6 +171,9 @@ def test_config_mode_plans_every_run_and_names_a_missing_stage(capsys):
     names = [s["stage"] for s in out["stages"]]
     assert names == ["stage4/64k", "stage4/256k", "stage4/512k", "stage4/1M", "stage5/256f", "stage5/512f",
                      "stage5/1024f", "stage5/2048f"]
+    last = out["stages"][-1]                                             # stage5/2048f: configured 4x16 fits ...
+    best = max((p for p in last["splits"] if p["fits"]), key=lambda p: p["tokens_per_s"])
+    assert last["recommended"] == best and (best["ulysses"], best["ring"]) != (4, 16)   # ... a better split exists
     first = out["stages"][0]["splits"][0]                                # the configured split comes first
     assert (first["ulysses"], first["ring"]) == (4, 2) and first["memory_gib"]["gradients"] == 0.0    # LoRA
     assert code == 0 and all(s["splits"][0]["fits"] for s in out["stages"])      # with checkpointing, as released
@@ -184,6 +187,9 @@ def test_config_mode_plans_every_run_and_names_a_missing_stage(capsys):
     assert "stage4/512: 512 tokens on 4 CPU processes" in capsys.readouterr().out
     for argv, message in [(["--config", str(REPO / paper), "--stage", "stage9"],
                            "--stage 'stage9' is not in this config; its stages: stage4/64k"),
-                          (["--model", "qwen2-7b"], "give --config CFG, or --seq-len, --gpus")]:
+                          (["--model", "qwen2-7b"], "give --config CFG, or --seq-len, --gpus"),
+                          (["--config", str(REPO / paper), "--zero", "2"],
+                           "--zero: the config sets these for each run"),
+                          (["--stage", "stage4/1M"], "--stage needs --config")]:
         assert main(["plan", *argv]) == 2                                 # a user error, named
         assert message in capsys.readouterr().err
