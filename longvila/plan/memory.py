@@ -52,12 +52,11 @@ BF16, FP32 = 2, 4
 ZERO_BUCKET_ELEMENTS = 500_000_000           # DeepSpeed's reduce_bucket_size / allgather_bucket_size default
 TORCH_BUCKET_ELEMENTS = 1 << 23              # TorchEngine's gradient all-reduce bucket (32 MiB of fp32)
 PRECISIONS = ("bf16", "fp32")
-RUNTIME_BYTES = {"gpu": 1_400 << 20, "cpu": 32 << 20}
+RUNTIME_BYTES = {"gpu": 1_400 << 20, "cpu": 448 << 20}
 """Memory a rank's runtime holds besides its tensors. GPU: the CUDA context, cuBLAS workspaces and NCCL,
 measured 1.28 GiB outside the caching allocator on an H100 (one rank; docs/LOG.md 2026-11-26, session 7),
-rounded up. CPU: what a training process allocates beyond its tensors once the model is built (measured: 24
-MiB left after a step of the small model besides its parameters and AdamW state,
-benchmarks/plan_calibration.py), rounded up."""
+rounded up. CPU: a rank process with Python, torch, Transformers and gloo imported and warmed up, measured
+386-447 MiB resident (284 MiB of it private and dirty); benchmarks/plan_calibration.py prints it per run."""
 ALLOCATOR_SLACK = {"gpu": 0.17, "cpu": 0.0}
 """What the allocator reserves beyond the tensors at the peak, as a share of them. GPU: PyTorch's caching
 allocator, measured max_memory_reserved / max_memory_allocated - 1 = 15.8-17.6% at 16k-24k tokens (1.5B,

@@ -5,6 +5,7 @@ docstring for the method."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -87,15 +88,33 @@ def _release_freed_memory() -> None:
     libc.mallopt(-8, 1)                                          # M_ARENA_MAX: gloo's threads share one heap
 
 
+def _train(model, dims, row, steps: int, peak_from: int | None = None):
+    """`steps` stage-4 steps; returns the resident-memory peak from step `peak_from` on (None: no measure)."""
+    import torch
+
+    from longvila.parallel.parallelize import apply_sequence_parallel
+    from longvila.train.engine import TorchEngine, lm_loss
+
+    apply_sequence_parallel(model, dims, backend="torch_cpu")
+    engine = TorchEngine(model, dims, torch.optim.AdamW(model.parameters(), lr=1e-4))
+    peak = None
+    for i in range(steps):
+        if i == peak_from:
+            peak = _PeakRss()
+        loss, _ = lm_loss(model, row, dims)
+        engine.backward(loss)
+        engine.step()
+    return peak
+
+
 def measure(rank, world, model_name, ulysses, ring, seq_len, steps=3):
-    """One rank: (resident memory before the model, peak over steps 2..steps)."""
+    """One rank: its runtime (resident memory once everything is imported and warmed up) and the peak above it
+    over steps 2..steps (AdamW's state exists from step 1 on)."""
     _release_freed_memory()
     import torch
     from transformers import Qwen2ForCausalLM
 
     from longvila.parallel import ParallelDims
-    from longvila.parallel.parallelize import apply_sequence_parallel
-    from longvila.train.engine import TorchEngine, lm_loss
 
     torch.set_num_threads(1)
     dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=world)
@@ -103,19 +122,16 @@ def measure(rank, world, model_name, ulysses, ring, seq_len, steps=3):
         dims.build()
     torch.manual_seed(0)
     cfg = llm_config(model_name)
+    # warm-up on a 1-layer, 64-token-vocabulary copy: the lazy imports and first-use buffers are the runtime's
+    # (the planner's runtime allowance), not the model's; they differed by 16 MiB between two identical venvs
+    fields = {k: v for k, v in cfg.to_dict().items() if k != "layer_types"}
+    warm = cfg.__class__(**{**fields, "num_hidden_layers": 1, "vocab_size": 64})
+    _train(Qwen2ForCausalLM(warm), dims, torch.randint(0, 64, (16 * world,)), steps=1)
+    gc.collect()
     base = _rss()
-    model = Qwen2ForCausalLM(cfg)
-    apply_sequence_parallel(model, dims, backend="torch_cpu")
-    engine = TorchEngine(model, dims, torch.optim.AdamW(model.parameters(), lr=1e-4))
     row = torch.randint(0, cfg.vocab_size, (seq_len,), generator=torch.Generator().manual_seed(1))
-    peak = None
-    for i in range(steps):
-        if i == 1:                                  # from step 2 on: AdamW's state exists
-            peak = _PeakRss()
-        loss, _ = lm_loss(model, row, dims)
-        engine.backward(loss)
-        engine.step()
-    return {"base": base, "peak": peak.peak() - base, "exact": peak.exact}
+    peak = _train(Qwen2ForCausalLM(cfg), dims, row, steps, peak_from=1)
+    return {"runtime": base, "peak": peak.peak() - base, "exact": peak.exact}
 
 
 def predicted(model_name: str, ulysses: int, ring: int, seq_len: int) -> int:
@@ -124,16 +140,18 @@ def predicted(model_name: str, ulysses: int, ring: int, seq_len: int) -> int:
 
     shape = LLMShape.from_qwen2(llm_config(model_name).to_dict())
     return rank_memory(shape, seq_len=seq_len, ulysses=ulysses, ring=ring, world=ulysses * ring,
-                       recipe=Recipe(zero=0, precision="fp32", device="cpu")).total
+                       recipe=Recipe(zero=0, precision="fp32", device="cpu")).tensors
 
 
 def calibrate(model_name: str, seq_len: int, splits=SPLITS) -> list[dict]:
-    """One row per (U, R): predicted, measured (the highest rank), their ratio."""
+    """One row per (U, R): predicted tensors, measured peak above the runtime (the highest rank), their ratio,
+    and the runtime itself (the highest rank's resident memory before the model)."""
     rows = []
     for ulysses, ring in splits:
         ranks = run_distributed(measure, ulysses * ring, model_name, ulysses, ring, seq_len, timeout=900)
         pred = predicted(model_name, ulysses, ring, seq_len)
         meas = max(r["peak"] for r in ranks)
         rows.append({"model": model_name, "P": ulysses * ring, "split": f"{ulysses}x{ring}", "seq_len": seq_len,
-                     "predicted": pred, "measured": meas, "ratio": meas / pred})
+                     "predicted": pred, "measured": meas, "ratio": meas / pred,
+                     "runtime": max(r["runtime"] for r in ranks)})
     return rows
