@@ -270,8 +270,7 @@ def _check_memory(cfg, plan: list[dict]) -> None:
     from longvila.plan.memory import GIB
 
     t = cfg.train
-    keys = [f"stage4[{i}]" for i in range(len(t.stage4))] + [f"stage5[{i}]" for i in range(len(t.stage5))]
-    for key, row, q in zip(keys, plan, run_questions(cfg), strict=True):
+    for row, q in zip(plan, run_questions(cfg), strict=True):
         hw, p = plan_run(cfg, q)
         row["memory_gib"], row["limit_gib"] = round(p.memory.total / GIB, 2), round(hw.gpu_mem_gib, 2)
         row["memory_breakdown_gib"] = {k: round(v, 3) for k, v in p.memory.gib().items() if k != "total" and v}
@@ -280,9 +279,10 @@ def _check_memory(cfg, plan: list[dict]) -> None:
         where = (f"cluster.gpu_mem_gib {hw.gpu_mem_gib:g}" if t.cluster.gpus_per_node else
                  f"{hw.gpu_mem_gib:.1f} GiB, this node's memory shared by {hw.gpus} processes")
         top = sorted(((v, k) for k, v in p.memory.gib().items() if k != "total"), reverse=True)[:3]
-        message = (f"config 'train.{key}': predicted peak {p.memory.total / GIB:.1f} GiB per rank > {where} (largest: "
-                   + ", ".join(f"{k} {v:.1f}" for v, k in top) + "); set gradient_checkpointing: true, more nodes "
-                   f"or a longer ring (`longvila plan --config CFG --stage {q.name}` ranks the splits), or "
+        largest = ", ".join(f"{k} {v:.1f}" for v, k in top)
+        message = (f"config 'train.{q.key}': predicted peak {p.memory.total / GIB:.1f} GiB per rank > {where} "
+                   f"(largest: {largest}); set gradient_checkpointing: true, more nodes or a longer ring "
+                   f"(`longvila plan --config CFG --stage {q.name}` ranks the splits), or "
                    "cluster.memory_check: warn to run anyway")
         if t.cluster.memory_check == "error":
             raise ValueError(message)

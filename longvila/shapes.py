@@ -76,6 +76,12 @@ def llm_shape(size: str) -> LLMShape:
     return LLMShape.from_qwen2(SIZES[size][0])
 
 
+def downsampled_tokens(patches: int) -> int:
+    """Tokens a square grid of `patches` leaves after `mlp_downsample`'s 2x2 merge (odd sides padded)."""
+    half = (int(round(patches ** 0.5)) + 1) // 2
+    return half * half
+
+
 @dataclass(frozen=True)
 class VisionShape:
     """The vision side of a LongVILA model: the SigLIP tower and the `mlp_downsample` projector into an LLM of
@@ -96,8 +102,7 @@ class VisionShape:
     @property
     def tokens_per_frame(self) -> int:
         """LLM tokens per frame after the 2x2 downsample (the frame's newline token not included)."""
-        half = (int(round(self.patches ** 0.5)) + 1) // 2
-        return half * half
+        return downsampled_tokens(self.patches)
 
     @property
     def params(self) -> int:
@@ -120,5 +125,4 @@ class VisionShape:
 
 def vision_shape(size: str) -> VisionShape:
     """The vision tower + projector shape of a named size."""
-    llm = llm_shape(size)
-    return VisionShape.from_siglip(SIZES[size][1], llm.hidden)
+    return VisionShape.from_siglip(SIZES[size][1], llm_shape(size).hidden)

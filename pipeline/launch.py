@@ -159,8 +159,9 @@ def format_plan(plan: dict) -> str:
              "  ".join(str(v).ljust(w) for v, w in zip(cols.values(), widths)),
              f"target: {plan['target']}", f"run dir: {plan['run_dir']}"]
     if row.get("memory_breakdown_gib"):
-        lines.append("predicted peak per rank (GiB; longvila plan --config CFG --stage " + row["run"] + "): " + ", ".join(
-            f"{k} {v:.3g}" for k, v in row["memory_breakdown_gib"].items()) + f" -> {row['memory_gib']:g}")
+        parts = ", ".join(f"{k} {v:.3g}" for k, v in row["memory_breakdown_gib"].items())
+        lines.append(f"predicted peak per rank (GiB; longvila plan --config CFG --stage {row['run']}): {parts} "
+                     f"-> {row['memory_gib']:g}")
     if plan["submitit"]:
         lines += [f"sbatch script (submitit, folder {plan['submitit']['folder']}):", plan["submitit"]["sbatch"]]
     return "\n".join(lines)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from longvila.shapes import downsampled_tokens
+
 PROJECTOR_TYPES = ("mlp_downsample", "mlp_downsample_2x2_fix", "mlp2x_gelu", "linear")
 DOWNSAMPLE_TYPES = ("mlp_downsample", "mlp_downsample_2x2_fix")
 
@@ -63,10 +65,7 @@ class MultimodalProjector(nn.Module):
             self.layers = nn.Linear(vision_hidden, llm_hidden)
 
     def tokens_per_frame(self, num_patches: int) -> int:
-        if self.projector_type in DOWNSAMPLE_TYPES:
-            half = (int(round(num_patches ** 0.5)) + 1) // 2
-            return half * half
-        return num_patches
+        return downsampled_tokens(num_patches) if self.projector_type in DOWNSAMPLE_TYPES else num_patches
 
     def forward(self, x_NPC: torch.Tensor) -> torch.Tensor:
         if self.projector_type in DOWNSAMPLE_TYPES:

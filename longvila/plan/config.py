@@ -1,9 +1,9 @@
 """The planner's questions for a config's training runs: one per stage-4 step and stage-5 run, on the GPUs (or
 CPU processes) the config gives it, with its engine, precision, LoRA, checkpointing and frames.
 
-`plan_runs(cfg)` is what `longvila plan --config`, the training config check (`check_training`, at DAG
-build and in the launchers) and `--print-plan` all use, so the memory a user is shown is the memory the
-launcher acts on. Torch-free.
+`run_questions(cfg)` and `plan_run(cfg, question)` are what `longvila plan --config`, the training config
+check (`check_training`, at DAG build and in the launchers) and `--print-plan` all use, so the memory a user
+is shown is the memory the launcher acts on. Torch-free.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from longvila.plan.cost import Hardware, SplitPlan, evaluate
 from longvila.plan.memory import Recipe
-from longvila.shapes import LLMShape, VisionShape, llm_shape, vision_shape
+from longvila.shapes import llm_shape, vision_shape
 
 STAGE5_SUPERVISED_TOKENS = 256
 """Stage 5 computes logits only where a target is (the answers: a few sentences; at most ~150 tokens in the
@@ -25,6 +25,7 @@ class RunQuestion:
     """One training run as a planner question."""
 
     name: str                   # 'stage4/256k', 'stage5/512f'
+    key: str                    # the config entry: 'stage4[1]', 'stage5[0]'
     seq_len: int
     nodes: int
     ulysses: int
@@ -51,32 +52,28 @@ def hardware(cfg, nodes: int) -> Hardware:
                     tflops=0.1, mfu=0.3, intra_gbps=5.0, inter_gbps=5.0, intra_latency_us=50.0, inter_latency_us=50.0)
 
 
-def shapes(cfg) -> tuple[LLMShape, VisionShape]:
-    return llm_shape(cfg.model.size), vision_shape(cfg.model.size)
-
-
 def run_questions(cfg) -> list[RunQuestion]:
     """Every training run of `cfg`, in order."""
     t = cfg.train
-    _, vision = shapes(cfg)
+    vision = vision_shape(cfg.model.size)
     precision = t.precision if t.precision != "auto" else ("bf16" if t.cluster.gpus_per_node else "fp32")
     device = "gpu" if t.cluster.gpus_per_node else "cpu"
     zero = lambda stage: stage if t.engine == "deepspeed" else 0                      # noqa: E731
     seq = {c.name: c.seq_len for c in cfg.pack.contexts}
-    out = [RunQuestion(f"stage4/{s.context}", seq.get(s.context, 0), s.nodes, s.ulysses, s.ring,
+    out = [RunQuestion(f"stage4/{s.context}", f"stage4[{i}]", seq.get(s.context, 0), s.nodes, s.ulysses, s.ring,
                        Recipe(zero=zero(s.zero_stage), precision=precision, lora=True, grad_accum=s.grad_accum,
                               vision=vision, checkpointing=s.gradient_checkpointing, device=device))
-           for s in t.stage4]
-    out += [RunQuestion(f"stage5/{r.frames}f", r.max_length, r.nodes, r.ulysses, r.ring,
+           for i, s in enumerate(t.stage4)]
+    out += [RunQuestion(f"stage5/{r.frames}f", f"stage5[{i}]", r.max_length, r.nodes, r.ulysses, r.ring,
                         Recipe(zero=zero(r.zero_stage), precision=precision, grad_accum=r.grad_accum, vision=vision,
                                frames=r.frames, batch=r.per_device_batch, checkpointing=r.gradient_checkpointing,
                                logit_tokens=STAGE5_SUPERVISED_TOKENS, device=device))
-            for r in t.stage5]
+            for i, r in enumerate(t.stage5)]
     return out
 
 
-def plan_run(cfg, q: RunQuestion) -> tuple[Hardware, SplitPlan]:
-    """The configured split of one run, evaluated on its hardware."""
-    hw = hardware(cfg, q.nodes)
-    shape, _ = shapes(cfg)
-    return hw, evaluate(shape, cfg.model.size, q.seq_len, q.ulysses, q.ring, hw, q.recipe, cfg.train.layout)
+def plan_run(cfg, q: RunQuestion, hw: Hardware | None = None) -> tuple[Hardware, SplitPlan]:
+    """The configured split of one run, evaluated on its hardware (or on `hw`)."""
+    hw = hw or hardware(cfg, q.nodes)
+    return hw, evaluate(llm_shape(cfg.model.size), cfg.model.size, q.seq_len, q.ulysses, q.ring, hw, q.recipe,
+                        cfg.train.layout)

@@ -108,10 +108,8 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
         return SplitPlan(ulysses, ring, dp, f"seq_len {seq_len} is not a multiple of {divisor} ({layout} over "
                          f"P={sp})", None)
     mem = rank_memory(shape, seq_len=seq_len, ulysses=ulysses, ring=ring, world=hw.gpus, recipe=recipe)
-    n, h, kv, layers, b = param_count(shape), shape.hidden, shape.kv_dim, shape.layers, recipe.bytes
-    v = recipe.vision
-    n_all = n + (v.params if v else 0)
-    trained = (0 if recipe.lora else n) + (v.params if v and recipe.frames else 0)
+    n, h, kv, layers, b, v = param_count(shape), shape.hidden, shape.kv_dim, shape.layers, recipe.bytes, recipe.vision
+    n_all, trained = recipe.param_counts(shape)
     s = seq_len // sp
     rows = recipe.batch                                                # samples per micro-step, one after another
     u_bytes = rows * 2 * layers * (2 * h + 2 * kv) * s * (ulysses - 1) // ulysses * b
@@ -124,15 +122,16 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
     recompute = 4 / 3 if recipe.checkpointing else 1.0                # the forward runs twice: 4 units, not 3
     compute = rows * recompute * (seq_len * (6 * n + 6 * layers * seq_len * h) + vision_flops) / sp / flops_s
     attention_layer = 6 * seq_len * seq_len * h / sp / flops_s        # one layer's attention, fwd + bwd
-    ring_bw = (hw.inter_gbps if sp > hw.gpus_per_node else hw.intra_gbps) * 1e9
+    ring_inter, zero_inter = sp > hw.gpus_per_node, hw.gpus > hw.gpus_per_node     # crossing nodes?
+    ring_bw = (hw.inter_gbps if ring_inter else hw.intra_gbps) * 1e9
     ring_exposed = rows * layers * max(0.0, (2 + FP32 // b) * r_fwd_layer / ring_bw - attention_layer)
-    zero_bw = (hw.inter_gbps if hw.gpus > hw.gpus_per_node else hw.intra_gbps) * 1e9
-    ring_latency = (hw.inter_latency_us if sp > hw.gpus_per_node else hw.intra_latency_us) * 1e-6
+    zero_bw = (hw.inter_gbps if zero_inter else hw.intra_gbps) * 1e9
+    ring_latency = (hw.inter_latency_us if ring_inter else hw.intra_latency_us) * 1e-6
     latency = rows * layers * (3 * (ring - 1) * ring_latency + (8 * hw.intra_latency_us * 1e-6 if ulysses > 1 else 0))
     exposed = u_bytes / (hw.intra_gbps * 1e9) + ring_exposed + z_bytes / zero_bw + latency
     fits = mem.total <= hw.gpu_mem_gib * GIB
     reason = None if fits else f"needs {mem.total / GIB:.1f} GiB per GPU > {hw.gpu_mem_gib:g} GiB"
-    inter = (r_bytes if sp > hw.gpus_per_node else 0) + (z_bytes if hw.gpus > hw.gpus_per_node else 0)
+    inter = (r_bytes if ring_inter else 0) + (z_bytes if zero_inter else 0)
     return SplitPlan(ulysses, ring, dp, reason, mem, u_bytes, r_bytes, z_bytes, compute, exposed, seq_len,
                      u_bytes + r_bytes + z_bytes - inter, inter, rows)
 

@@ -115,6 +115,11 @@ class Recipe:
     def bytes(self) -> int:
         return BF16 if self.precision == "bf16" else FP32
 
+    def param_counts(self, shape: LLMShape) -> tuple[int, int]:
+        """(parameters held: the LLM and the vision side, trained: those with gradients and optimizer state)."""
+        llm, vision = param_count(shape), self.vision.params if self.vision else 0
+        return llm + vision, (0 if self.lora else llm) + (vision if self.frames else 0)
+
 
 @dataclass(frozen=True)
 class RankMemory:
@@ -163,10 +168,8 @@ def rank_memory(shape: LLMShape, *, seq_len: int, ulysses: int, ring: int, world
     sp = ulysses * ring
     if sp < 1 or world % sp:
         raise ValueError(f"world {world} is not a multiple of ulysses x ring = {sp}")
-    r, b = recipe, recipe.bytes
-    v = r.vision
-    n = param_count(shape) + (v.params if v else 0)
-    trained = (param_count(shape) if not r.lora else 0) + (v.params if v and r.frames else 0)
+    r, b, v = recipe, recipe.bytes, recipe.vision
+    n, trained = r.param_counts(shape)
     h, kv = shape.hidden, shape.kv_dim
     s = -(-seq_len // sp)                                               # local tokens (ceil)
     if r.zero == 0:

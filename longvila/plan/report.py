@@ -168,7 +168,7 @@ def run_config(args) -> int:
     """`longvila plan --config CFG [--stage NAME]`: each run's configured split and the best one on its
     hardware (GPUs, or CPU processes sharing the node), as the training config check sees them."""
     from longvila.config import load_config_file
-    from longvila.plan.config import hardware, run_questions
+    from longvila.plan.config import hardware, plan_run, run_questions
 
     cfg = load_config_file(args.config)
     shape, model = resolve_model(cfg.model.size)
@@ -184,24 +184,23 @@ def run_config(args) -> int:
         if args.gpus is not None or args.gpus_per_node is not None:    # what-if: the same run on other GPUs
             per_node = args.gpus_per_node or hw.gpus_per_node
             hw = replace(hw, gpus=args.gpus or q.nodes * per_node, gpus_per_node=per_node)
-        mine = evaluate(shape, model, q.seq_len, q.ulysses, q.ring, hw, q.recipe, cfg.train.layout)
+        _, mine = plan_run(cfg, q, hw)
         splits = all_splits(shape, model, q.seq_len, hw, q.recipe, cfg.train.layout)
         best = next((p for p in splits if p.reason is None), None)
         ok = ok and mine.reason is None
-        out.append((q, hw, mine, splits if args.all else [best] if best else []))
+        listed = [mine] + [p for p in (splits if args.all else [best] if best else []) if p != mine]
+        out.append((q, hw, mine, best, listed))
     if args.json:
         print(json.dumps({"version": JSON_VERSION, "config": str(args.config), "model": model, "stages": [
-            {"stage": q.name, **plan_json([mine] + [p for p in others if p != mine], model=model, shape=shape,
-                                          seq_len=q.seq_len, hw=hw, recipe=q.recipe,
-                                          recommended=next((p for p in others if p.reason is None), None))}
-            for q, hw, mine, others in out]}, indent=1))
+            {"stage": q.name, **plan_json(listed, model=model, shape=shape, seq_len=q.seq_len, hw=hw,
+                                          recipe=q.recipe, recommended=best)}
+            for q, hw, mine, best, listed in out]}, indent=1))
         return 0 if ok else 1
     unit = "GPUs" if cfg.train.cluster.gpus_per_node else "CPU processes"
-    for q, hw, mine, others in out:
-        best = next((p for p in others if p.reason is None), None)
+    for q, hw, mine, best, listed in out:
         print(f"{q.name}: {q.seq_len:,} tokens on {hw.gpus} {unit} ({hw.gpu_mem_gib:.1f} GiB each), "
               f"{_recipe_line(q.recipe)}; the configured split first")
-        print(format_table([mine] + [p for p in others if p != mine]))
+        print(format_table(listed))
         print(f"  configured U={mine.ulysses} R={mine.ring}: {mine.reason or 'fits'}"
               + (f"; best U={best.ulysses} R={best.ring} DP={best.dp}" if best else
                  "; no split fits on this hardware (more nodes, or gradient checkpointing)") + "\n")

@@ -158,10 +158,7 @@ def enable_gradient_checkpointing(*modules) -> None:
     `torch.utils.checkpoint`: frozen inputs and LoRA need no input gradients). The recomputed layer runs its
     SP attention again, collectives included, in the same order on every rank."""
     for m in modules:
-        if hasattr(m, "activation_checkpointing_enable"):               # Transformers >= 5.x's name
-            m.activation_checkpointing_enable({"use_reentrant": False})
-        else:
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        m.activation_checkpointing_enable({"use_reentrant": False})
 
 
 def training_device() -> torch.device:

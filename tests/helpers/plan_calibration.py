@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
-import time
 
 from tests.helpers.spawn import run_distributed
 
@@ -32,41 +30,17 @@ def _rss() -> int:
 
 
 class _PeakRss:
-    """The process's peak resident memory since `reset()`: the kernel's exact high-water mark (VmHWM, reset
-    through /proc/self/clear_refs), so a loaded machine cannot make it miss a short peak; where that is not
-    available, a thread sampling every millisecond."""
+    """The process's peak resident memory from construction on: the kernel's exact high-water mark (VmHWM,
+    reset through /proc/self/clear_refs), which a loaded machine cannot make miss a short peak."""
 
     def __init__(self) -> None:
-        self.sampled, self.stop, self.thread = 0, False, None
-        try:
-            self.reset()
-            self.exact = True
-        except OSError:
-            self.exact = False
-            self.thread = threading.Thread(target=self._run, daemon=True)
-            self.thread.start()
-
-    @staticmethod
-    def _hwm() -> int:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-
-    def reset(self) -> None:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        self.sampled = _rss()
 
-    def _run(self) -> None:
-        while not self.stop:
-            self.sampled = max(self.sampled, _rss())
-            time.sleep(0.001)
-
-    def peak(self) -> int:
-        if self.exact:
-            return self._hwm()
-        self.stop = True
-        self.thread.join()
-        return max(self.sampled, _rss())
+    @staticmethod
+    def peak() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def _release_freed_memory() -> None:
@@ -131,7 +105,7 @@ def measure(rank, world, model_name, ulysses, ring, seq_len, steps=3):
     base = _rss()
     row = torch.randint(0, cfg.vocab_size, (seq_len,), generator=torch.Generator().manual_seed(1))
     peak = _train(Qwen2ForCausalLM(cfg), dims, row, steps, peak_from=1)
-    return {"runtime": base, "peak": peak.peak() - base, "exact": peak.exact}
+    return {"runtime": base, "peak": peak.peak() - base}
 
 
 def predicted(model_name: str, ulysses: int, ring: int, seq_len: int) -> int:
