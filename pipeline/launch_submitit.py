@@ -14,12 +14,14 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from longvila.utils.io import write_json_atomic
+from longvila.utils.io import write_json_atomic, write_text_atomic
 from longvila.utils.logging import get_logger
 from pipeline._procs import sigterm_as_exit
 from pipeline.launch import (Job, _collateral, _exit_now, _fresh_folder, _run_rank, _shape, describe, rank_log,
@@ -35,6 +37,43 @@ def task_thread_env(environ, job_env: dict) -> dict:
     return thread_env(int(cpus), job_env) if cpus.isdigit() and int(cpus) >= 1 else {}
 
 
+RENDEZVOUS_TIMEOUT_S = 1800      # how long ranks wait for each other (a multi-node job's nodes start apart)
+_NONCE_KEY = "longvila/rendezvous"
+
+
+def rendezvous_store(rank: int, world: int, master_addr: str, port_file: Path, timeout_s: float = RENDEZVOUS_TIMEOUT_S,
+                     probe_s: float = 10.0):
+    """The job's TCPStore, on a port rank 0's kernel picks and rank 0 publishes in `port_file` ("port nonce").
+
+    submitit's own MASTER_PORT is random in [20000, 60000] from the job id and nobody checks that it is free:
+    once in CI it was taken (EADDRINUSE, docs/LOG.md 2026-11-26). Rank 0 binds port 0 instead, so the port is
+    free by construction. The file lies in the launch's submitit folder, which every node already shares. A
+    requeued job may find the file of its previous attempt: the other ranks accept a port only when the store
+    behind it holds the file's nonce, and otherwise read the file again."""
+    from torch.distributed import DistError, TCPStore
+
+    if rank == 0:
+        store = TCPStore(master_addr, 0, world, True, timedelta(seconds=timeout_s), wait_for_workers=False)
+        nonce = secrets.token_hex(8)
+        store.set(_NONCE_KEY, nonce)
+        write_text_atomic(port_file, f"{store.port} {nonce}\n")
+        return store
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = port_file.read_text().split() if port_file.exists() else []
+        if len(text) == 2:
+            try:
+                store = TCPStore(master_addr, int(text[0]), world, False, timedelta(seconds=probe_s))
+                if store.get(_NONCE_KEY).decode() == text[1]:
+                    store.set_timeout(timedelta(seconds=timeout_s))
+                    return store
+            except DistError:                    # an earlier attempt's port: nobody listens, or not rank 0
+                pass
+        time.sleep(0.2)
+    raise TimeoutError(f"rank {rank}: rank 0 did not publish its rendezvous port in {port_file} within "
+                       f"{timeout_s:.0f} s; see rank 0's log for why it did not start")
+
+
 class SubmititRank(Checkpointable):
     """The callable submitit runs on every task: export the torch env, run the target, return its result.
     Checkpointable: on timeout/preemption submitit calls `checkpoint()` and requeues the same callable,
@@ -44,14 +83,19 @@ class SubmititRank(Checkpointable):
         self.target, self.kwargs, self.backend, self.run_dir, self.env = target, kwargs, backend, run_dir, env or {}
 
     def __call__(self):
+        import submitit
         from submitit.helpers import TorchDistributedEnvironment
 
         os.environ.update(task_thread_env(os.environ, self.env))
         os.environ.update(self.env)
         # the GPU is picked from LOCAL_RANK in _run_rank, whether SLURM shows a task all GPUs or one
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        rank = int(os.environ["RANK"])
-        result = _run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, rank)))
+        dist_env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        job_env = submitit.JobEnvironment()
+        attempt = f"{job_env.job_id}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+        store = rendezvous_store(dist_env.rank, dist_env.world_size, dist_env.master_addr,
+                                 Path(job_env.paths.folder, f"rendezvous-{attempt}.txt"))
+        os.environ["MASTER_PORT"] = str(store.port)
+        result = _run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, dist_env.rank)), store)
         # submitit pickles `result` after this returns: only then end the interpreter (see pipeline.launch)
         atexit.register(_exit_now)
         return result

@@ -58,7 +58,8 @@ def preemptible(out: str) -> int:
 
 def _cfg(launcher: str, processes: int):
     return load_config_file(REPO / "config.yaml", [f"train.launcher={launcher}",
-                                                   f"train.cluster.cpu_processes={processes}"])
+                                                   f"train.cluster.cpu_processes={processes}",
+                                                   "train.cluster.poll_seconds=1"])
 
 
 def _job(tmp_path, target="report", **kwargs) -> L.Job:
@@ -162,7 +163,7 @@ def test_a_stage4_step_through_submitit(tiny_ckpt, tmp_path):
     shards.mkdir()
     rows = torch.randint(0, 5000, (2, 256), generator=torch.Generator().manual_seed(0)).tolist()
     pq.write_table(pa.table({"input_ids": pa.array(rows, type=pa.list_(pa.int32()))}), shards / "part-00000.parquet")
-    sets = ["train.launcher=submitit", "train.cluster.cpu_processes=2",
+    sets = ["train.launcher=submitit", "train.cluster.cpu_processes=2", "train.cluster.poll_seconds=1",
             "train.stage4=[{context: '512', rope_theta: 2000000.0, max_positions: 1024, steps: 1, grad_accum: 1, "
             "ulysses: 2, ring: 1, save_every: 0}]", "train.stage5=[{frames: 8, ulysses: 2, ring: 1}]"]
     cfg = load_config_file(tiny_ckpt.parent / "config.yaml", sets)
