@@ -24,14 +24,16 @@ def start(state: str) -> None:
 
 
 def report(state: str, junit: str) -> None:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), "?")
     print(f"[ci-timing] cpu {model}, {os.cpu_count()} cpus ({len(os.sched_getaffinity(0))} usable), "
           f"load {open('/proc/loadavg').read().split()[:3]}")
     if os.path.exists(state):
         before = json.load(open(state))
         delta = [b - a for a, b in zip(before["cpu"], _cpu())]
         total = sum(delta[:8]) or 1                # user nice system idle iowait irq softirq steal
-        print(f"[ci-timing] {time.time() - before['time']:.0f} s wall; cpu busy {100 * (total - delta[3] - delta[4]) / total:.0f}%, "
+        busy = 100 * (total - delta[3] - delta[4]) / total
+        print(f"[ci-timing] {time.time() - before['time']:.0f} s wall; cpu busy {busy:.0f}%, "
               f"iowait {100 * delta[4] / total:.0f}%, steal {100 * delta[7] / total:.0f}%")
     if not os.path.exists(junit):
         print("[ci-timing] no test report (pytest did not run or did not finish)")

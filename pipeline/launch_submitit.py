@@ -5,8 +5,10 @@ cluster: never reuse a folder). Its callable, `SubmititRank`, is Checkpointable:
 before the time limit; preemption) submitit checkpoints it and requeues the job, and the target resumes
 from the newest complete checkpoint in the run dir. The launcher waits with `slurm_wait.wait_for`, which
 also works without accounting (sacct): a job that ended without results (scancel, node failure) fails
-the launch, and a rerun (Snakemake's `retries`) resumes from the checkpoints. Every submission and its
-outcome is appended to `run_dir/logs/launcher.log`, which survives retries (a rule's own log does not).
+the launch, and a rerun (Snakemake's `retries`) resumes from the checkpoints; so does a failed task whose
+peers cannot notice (the job is cancelled). The ranks meet on a port rank 0 picks (`rendezvous_store`).
+Every submission and its outcome is appended to `run_dir/logs/launcher.log`, which survives retries (a
+rule's own log does not).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import pickle
 import secrets
 import time
 from datetime import timedelta
@@ -93,7 +96,7 @@ class SubmititRank(Checkpointable):
         job_env = submitit.JobEnvironment()
         attempt = f"{job_env.job_id}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
         store = rendezvous_store(dist_env.rank, dist_env.world_size, dist_env.master_addr,
-                                 Path(job_env.paths.folder, f"rendezvous-{attempt}.txt"))
+                                 Path(job_env.paths.folder, f"rendezvous-{attempt}.port"))
         os.environ["MASTER_PORT"] = str(store.port)
         result = _run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, dist_env.rank)), store)
         # submitit pickles `result` after this returns: only then end the interpreter (see pipeline.launch)
@@ -129,6 +132,22 @@ def _history(job: Job, text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {text}\n")
 
 
+def _errors_written(sj) -> list:
+    """(task, error) of every task that has written an error result, read from the result files: a local
+    job's `task.exception()` waits for the whole job."""
+    from submitit.core.utils import FailedJobError, pickle_load
+
+    errors = []
+    for t in range(sj.num_tasks):
+        try:
+            outcome, trace = pickle_load(sj.task(t).paths.result_pickle)
+        except (OSError, EOFError, pickle.UnpicklingError):          # no result yet, or one being written
+            continue
+        if outcome == "error":
+            errors.append((t, FailedJobError(f"Job (task={t}) failed during processing with trace:\n{trace}")))
+    return errors
+
+
 def launch_submitit(job: Job, cfg, cluster: str) -> int:
     import submitit
 
@@ -150,9 +169,14 @@ def launch_submitit(job: Job, cfg, cluster: str) -> int:
     try:
         with sigterm_as_exit():
             # squeue only on SLURM (a local executor's ids are process ids)
-            wait_for(sj, poll_s=poll, grace_s=3 * poll,
-                     state=squeue_state if cluster == "slurm" else (lambda job_id: None))
-            errors = [(t, sj.task(t).exception()) for t in range(sj.num_tasks)]
+            finished = wait_for(sj, poll_s=poll, grace_s=3 * poll, failed=lambda: bool(_errors_written(sj)),
+                                state=squeue_state if cluster == "slurm" else (lambda job_id: None))
+            if finished:
+                errors = [(t, e) for t in range(sj.num_tasks) if (e := sj.task(t).exception()) is not None]
+            else:
+                sj.cancel(check=False)
+                _history(job, f"a task of job {sj.job_id} failed and the others did not end: job cancelled")
+                errors = _errors_written(sj)
     except JobEndedWithoutResult as e:
         _history(job, str(e))
         raise
@@ -163,7 +187,7 @@ def launch_submitit(job: Job, cfg, cluster: str) -> int:
     finally:
         logging.getLogger("submitit").removeFilter(noise)
     # the root cause first: a task with its own traceback, not one that lost a peer or was stopped
-    errors = sorted([(t, e) for t, e in errors if e is not None],
+    errors = sorted(errors,
                     key=lambda te: (not isinstance(te[1], submitit.core.utils.FailedJobError),
                                     _collateral(str(te[1])), te[0]))
     if errors:

@@ -35,11 +35,15 @@ def squeue_state(job_id: str) -> str | None:
 
 
 def wait_for(job, *, poll_s: float = 5.0, grace_s: float = 30.0, state=squeue_state, sleep=time.sleep,
-             clock=time.monotonic) -> None:
-    """Return once `job.done()` (every task's result is there); raise JobEndedWithoutResult when `state`
-    says the job ended and no result appears within `grace_s` (the results may reach a shared file system
-    after the job has ended)."""
-    ended_at = None
+             clock=time.monotonic, failed=lambda: False) -> bool:
+    """Wait for a job; True once `job.done()` (every task's result is there).
+
+    Raise JobEndedWithoutResult when `state` says the job ended and no result appears within `grace_s` (the
+    results may reach a shared file system after the job has ended). Return False when `failed()` (a task
+    wrote an error) has held for `grace_s` while other tasks still run: a peer stuck where it cannot learn
+    of the failure (waiting for a rendezvous, or in a collective with a long timeout) would otherwise hold the
+    launch until its own timeout. The caller cancels the job."""
+    ended_at = failed_at = None
     while not job.done():
         current = state(job.job_id)
         if current in ENDED:
@@ -51,4 +55,9 @@ def wait_for(job, *, poll_s: float = 5.0, grace_s: float = 30.0, state=squeue_st
                     f"does it unattended)")
         else:
             ended_at = None
+        if failed():
+            failed_at = clock() if failed_at is None else failed_at
+            if clock() - failed_at >= grace_s:
+                return False
         sleep(poll_s)
+    return True

@@ -134,6 +134,15 @@ def test_a_failing_submitit_task_fails_the_launch_with_its_error_and_logs(tmp_pa
     assert len(list((tmp_path / "run/submitit").iterdir())) == 2       # a fresh folder per submission
 
 
+def test_a_failed_submitit_task_whose_peer_cannot_notice_cancels_the_job(tmp_path):
+    # rank 0 fails; rank 1 sleeps 120 s before its first collective, as a peer stuck in a rendezvous would
+    start = time.time()
+    with pytest.raises(RuntimeError, match=r"(?s)failed in task 0 .*ValueError: boom on rank 0"):
+        L.launch(_job(tmp_path, fail_rank=0, sleep_s=120), _cfg("submitit", 2), cluster="local")
+    assert time.time() - start < 60
+    assert "failed and the others did not end: job cancelled" in (tmp_path / "run/logs/launcher.log").read_text()
+
+
 def test_a_preempted_submitit_job_requeues_itself_and_runs_again(tmp_path):
     def preempt():
         pid = tmp_path / "pid"

@@ -11,7 +11,7 @@ from pipeline.launch_submitit import rendezvous_store
 
 
 def test_ranks_meet_on_the_port_rank_0_publishes_and_skip_a_stale_file(tmp_path):
-    port_file = tmp_path / "rendezvous-7-0.txt"
+    port_file = tmp_path / "rendezvous-7-0.port"
     # a previous attempt's file: its store is still up (a live port) but holds another nonce
     old = TCPStore("127.0.0.1", 0, 2, True, timedelta(seconds=30), wait_for_workers=False)
     old.set("longvila/rendezvous", "old")
@@ -34,4 +34,4 @@ def test_ranks_meet_on_the_port_rank_0_publishes_and_skip_a_stale_file(tmp_path)
 
 def test_a_rank_whose_rank_0_never_starts_fails_with_the_file_to_look_at(tmp_path):
     with pytest.raises(TimeoutError, match="did not publish its rendezvous port"):
-        rendezvous_store(1, 2, "127.0.0.1", tmp_path / "rendezvous-8-0.txt", timeout_s=1, probe_s=1)
+        rendezvous_store(1, 2, "127.0.0.1", tmp_path / "rendezvous-8-0.port", timeout_s=1, probe_s=1)

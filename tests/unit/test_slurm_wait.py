@@ -56,3 +56,14 @@ def test_a_requeued_job_is_waited_for_and_an_unknown_state_never_fails():
 def test_squeue_state_is_none_without_squeue(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))                     # no squeue on PATH
     assert squeue_state("1") is None and "COMPLETED" in ENDED and "PENDING" not in ENDED
+
+
+def test_a_failed_task_whose_peers_do_not_end_stops_the_wait_after_the_grace_period():
+    clock, job = Clock(), FakeJob(done_after=None)
+    finished = wait_for(job, poll_s=5.0, grace_s=30.0, state=lambda jid: "RUNNING", sleep=clock.sleep, clock=clock,
+                        failed=lambda: clock.t >= 100)
+    assert finished is False and clock.t == 130.0
+    # peers that end within the grace period (they lost their peer) give the normal outcome
+    clock, job = Clock(), FakeJob(done_after=22)
+    assert wait_for(job, poll_s=5.0, grace_s=30.0, state=lambda jid: "RUNNING", sleep=clock.sleep, clock=clock,
+                    failed=lambda: clock.t >= 100) is True
