@@ -31,7 +31,6 @@ import json
 import os
 import pickle
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from pathlib import Path
 from longvila.utils.io import write_json_atomic
 from pipeline._procs import die_with_parent, sigterm_as_exit, stop, wait_all
 from longvila.utils.logging import get_logger, init_logger
+from longvila.utils.ranks import host_store, join_store
 
 PLAN_KEYS = ("name", "launcher", "backend", "target", "kwargs", "run_dir", "nodes", "tasks_per_node",
              "gpus_per_node", "world_size", "training", "submitit")
@@ -229,7 +229,8 @@ def _rank_main(payload_file: str) -> None:
         payload = pickle.loads(Path(payload_file).read_bytes())
         # stderr is this rank's log file (rank 0: teed to the console), so every rank logs to stderr
         _run_rank(payload["target"], payload["kwargs"], payload["backend"],
-                  None if os.environ["RANK"] == "0" else "/dev/stderr")
+                  None if os.environ["RANK"] == "0" else "/dev/stderr",
+                  join_store(int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"])))
     except BaseException:                        # report, then exit non-zero
         traceback.print_exc()
         _exit_now(1)
@@ -286,10 +287,8 @@ def _launch_local(job: Job, cfg) -> int:
     _, world, _, backend = _shape(job, cfg)
     payload = Path(job.run_dir, "logs", f"launch-{uuid.uuid4().hex[:8]}.pkl")
     payload.write_bytes(pickle.dumps({"target": job.target, "kwargs": job.kwargs, "backend": backend}))
-    with socket.socket() as sock:                # a free port (torchrun's standalone mode does the same)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, **job.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+    store = host_store(world)                    # the ranks meet here (a port free by construction)
+    env = {**os.environ, **job.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port),
            "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "PYTHONUNBUFFERED": "1"}
     env.update(thread_env(rank_threads(world), job.env))   # torch reads MKL_NUM_THREADS over OMP_NUM_THREADS
     procs, threads = [], []

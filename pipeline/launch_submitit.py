@@ -132,19 +132,25 @@ def _history(job: Job, text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {text}\n")
 
 
-def _errors_written(sj) -> list:
+def _errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
     """(task, error) of every task that has written an error result, read from the result files: a local
-    job's `task.exception()` waits for the whole job."""
+    job's `task.exception()` waits for the whole job. `root_causes_only`: leave out a peer's lost-connection
+    error (a preempted job's ranks write those while it is requeued) and errors older than the newest
+    attempt's rendezvous (an earlier attempt's)."""
     from submitit.core.utils import FailedJobError, pickle_load
 
+    attempts = [f.stat().st_mtime for f in folder.glob(f"rendezvous-{sj.job_id}-*.port")]
     errors = []
     for t in range(sj.num_tasks):
+        path = sj.task(t).paths.result_pickle
         try:
-            outcome, trace = pickle_load(sj.task(t).paths.result_pickle)
+            outcome, trace = pickle_load(path)
+            written = path.stat().st_mtime
         except (OSError, EOFError, pickle.UnpicklingError):          # no result yet, or one being written
             continue
-        if outcome == "error":
-            errors.append((t, FailedJobError(f"Job (task={t}) failed during processing with trace:\n{trace}")))
+        if outcome != "error" or (root_causes_only and (_collateral(str(trace)) or written < max(attempts, default=0))):
+            continue
+        errors.append((t, FailedJobError(f"Job (task={t}) failed during processing with trace:\n{trace}")))
     return errors
 
 
@@ -169,14 +175,15 @@ def launch_submitit(job: Job, cfg, cluster: str) -> int:
     try:
         with sigterm_as_exit():
             # squeue only on SLURM (a local executor's ids are process ids)
-            finished = wait_for(sj, poll_s=poll, grace_s=3 * poll, failed=lambda: bool(_errors_written(sj)),
+            finished = wait_for(sj, poll_s=poll, grace_s=3 * poll,
+                                failed=lambda: bool(_errors_written(sj, folder, root_causes_only=True)),
                                 state=squeue_state if cluster == "slurm" else (lambda job_id: None))
             if finished:
                 errors = [(t, e) for t in range(sj.num_tasks) if (e := sj.task(t).exception()) is not None]
             else:
                 sj.cancel(check=False)
                 _history(job, f"a task of job {sj.job_id} failed and the others did not end: job cancelled")
-                errors = _errors_written(sj)
+                errors = _errors_written(sj, folder)
     except JobEndedWithoutResult as e:
         _history(job, str(e))
         raise

@@ -3,7 +3,7 @@
     results = launch_local(fn, 4, arg1, arg2)     # fn(rank, world_size, arg1, arg2) -> picklable, per rank
     results = launch_local(fn, 4, arg, device="cuda")   # NCCL, GPU `rank` per rank
 
-One process per rank (torch.multiprocessing spawn) on a free local port: gloo on "cpu", NCCL on "cuda". Every
+One process per rank (torch.multiprocessing spawn), meeting on a store this process hosts: gloo on "cpu", NCCL on "cuda". Every
 rank ends with barrier -> destroy_process_group -> flush -> os._exit (gloo can abort at interpreter exit,
 ENVIRONMENT.md 2.3). The first failing rank stops all; a rank that dies without reporting is detected. The
 Snakemake rules launch through pipeline/launch.py instead (per-rank logs, SLURM); this is the plain local
@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import queue as queue_module
 import re
-import socket
 import sys
 import threading
 import traceback
+from datetime import timedelta
 
 from longvila.utils.logging import init_logger
 
@@ -41,10 +41,24 @@ def parse_sp(text: str) -> tuple[int, int]:
     return ulysses, ring
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+STORE_TIMEOUT = timedelta(minutes=30)
+
+
+def host_store(world_size: int):
+    """The ranks' TCPStore, hosted by the launching process on a port its kernel picks: free by construction.
+    (Binding port 0, closing it and letting rank 0 bind the number again leaves a window in which another
+    socket can take it; submitit's random port once collided in CI: EADDRINUSE.) Keep it alive until the
+    ranks have ended; they join with `join_store(store.port, world_size)`."""
+    from torch.distributed import TCPStore
+
+    return TCPStore("127.0.0.1", 0, world_size, True, STORE_TIMEOUT, wait_for_workers=False)
+
+
+def join_store(port: int, world_size: int):
+    """A rank's client of the store `host_store` made (pass it to init_process_group with rank and world)."""
+    from torch.distributed import TCPStore
+
+    return TCPStore("127.0.0.1", port, world_size, False, STORE_TIMEOUT)
 
 
 def _rank_entry(rank, world_size, port, device, fn, args, results):
@@ -63,7 +77,8 @@ def _rank_entry(rank, world_size, port, device, fn, args, results):
     try:
         if device == "cuda":
             torch.cuda.set_device(rank)
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank, world_size=world_size)
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", store=join_store(port, world_size),
+                                rank=rank, world_size=world_size)
         init_logger(rank)
         results.put((rank, "ok", fn(rank, world_size, *args)))
         dist.barrier()
@@ -102,8 +117,8 @@ def launch_local(fn, world_size: int, *args, device: str = "cpu") -> list:
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    results_queue, port = ctx.Queue(), _free_port()
-    procs = [ctx.Process(target=_rank_entry, args=(r, world_size, port, device, fn, args, results_queue))
+    results_queue, store = ctx.Queue(), host_store(world_size)
+    procs = [ctx.Process(target=_rank_entry, args=(r, world_size, store.port, device, fn, args, results_queue))
              for r in range(world_size)]
     for p in procs:
         p.start()

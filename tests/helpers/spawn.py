@@ -1,4 +1,4 @@
-"""Run a function on N real processes with gloo (a free local port), and collect each rank's result.
+"""Run a function on N real processes with gloo (on a store this process hosts), and collect each rank's result.
 
     results = run_distributed(fn, world_size=4, arg)   # fn(rank, world_size, arg) -> picklable
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import sys
 import traceback
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from longvila.utils.ranks import host_store, join_store
 
 
 _PRELOAD = ["torch", "torch.distributed", "transformers", "longvila.model", "longvila.parallel"]
@@ -34,17 +35,11 @@ def _context():
     return _CONTEXT
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, world_size, port, fn, args, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     code = 0
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+        dist.init_process_group("gloo", store=join_store(port, world_size), rank=rank, world_size=world_size)
         queue.put((rank, "ok", fn(rank, world_size, *args)))
         dist.barrier()
         dist.destroy_process_group()
@@ -62,8 +57,9 @@ def _worker(rank, world_size, port, fn, args, queue):
 def run_distributed(fn, world_size: int, *args, timeout: float = 180) -> list:
     ctx = _context()
     queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world_size, port, fn, args, queue)) for r in range(world_size)]
+    store = host_store(world_size)                   # alive until the ranks have ended
+    procs = [ctx.Process(target=_worker, args=(r, world_size, store.port, fn, args, queue))
+             for r in range(world_size)]
     for p in procs:
         p.start()
     results = {}
