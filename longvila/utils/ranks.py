@@ -3,11 +3,11 @@
     results = launch_local(fn, 4, arg1, arg2)     # fn(rank, world_size, arg1, arg2) -> picklable, per rank
     results = launch_local(fn, 4, arg, device="cuda")   # NCCL, GPU `rank` per rank
 
-One process per rank (torch.multiprocessing spawn), meeting on a store this process hosts: gloo on "cpu",
-NCCL on "cuda". Every rank ends with barrier -> destroy_process_group -> flush -> os._exit (gloo can abort at
-interpreter exit, ENVIRONMENT.md 2.3). The first failing rank stops all; a rank that dies without reporting is detected. The
-Snakemake rules launch through pipeline/launch.py instead (per-rank logs, SLURM); this is the plain local
-path of the library's commands.
+One process per rank (torch.multiprocessing spawn), meeting on a store this process hosts: gloo on "cpu", NCCL
+on "cuda". Every rank ends with barrier -> destroy_process_group -> flush -> os._exit (gloo can abort at
+interpreter exit, ENVIRONMENT.md 2.3). The first failing rank stops all; a rank that dies without reporting is
+detected. The Snakemake rules launch through pipeline/launch.py instead (per-rank logs, SLURM); this is the
+plain local path of the library's commands.
 """
 
 from __future__ import annotations
