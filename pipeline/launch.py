@@ -196,9 +196,9 @@ def _resolve(target: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _run_rank(target: str, kwargs: dict, backend: str, log_file: str | None, store=None):
-    """Inside one rank with the torch env set: logger, process group (from the env, or on `store`), target,
-    leave the group."""
+def _run_rank(target: str, kwargs: dict, backend: str, log_file: str | None, store):
+    """Inside one rank with the torch env set: logger, process group on the launch's `store`, target, leave
+    the group."""
     import torch
     import torch.distributed as dist
 
@@ -206,10 +206,7 @@ def _run_rank(target: str, kwargs: dict, backend: str, log_file: str | None, sto
     init_logger(rank=rank, log_file=log_file)
     if backend == "nccl":                        # one GPU per rank, whether a task sees all or one
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-    if store is None:
-        dist.init_process_group(backend)
-    else:
-        dist.init_process_group(backend, store=store, rank=rank, world_size=int(os.environ["WORLD_SIZE"]))
+    dist.init_process_group(backend, store=store, rank=rank, world_size=int(os.environ["WORLD_SIZE"]))
     result = _resolve(target)(**kwargs)
     dist.barrier()
     dist.destroy_process_group()

@@ -26,6 +26,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from longvila.utils.io import write_json_atomic, write_text_atomic
 from longvila.utils.logging import get_logger
+from longvila.utils.ranks import STORE_TIMEOUT, host_store, join_store
 from pipeline._procs import sigterm_as_exit
 from pipeline.launch import (Job, _collateral, _exit_now, _fresh_folder, _run_rank, _shape, describe, rank_log,
                              submitit_parameters, thread_env)
@@ -40,7 +41,7 @@ def task_thread_env(environ, job_env: dict) -> dict:
     return thread_env(int(cpus), job_env) if cpus.isdigit() and int(cpus) >= 1 else {}
 
 
-RENDEZVOUS_TIMEOUT_S = 1800      # how long ranks wait for each other (a multi-node job's nodes start apart)
+RENDEZVOUS_TIMEOUT_S = STORE_TIMEOUT.total_seconds()    # how long ranks wait for each other (nodes start apart)
 _NONCE_KEY = "longvila/rendezvous"
 
 
@@ -53,10 +54,10 @@ def rendezvous_store(rank: int, world: int, master_addr: str, port_file: Path, t
     free by construction. The file lies in the launch's submitit folder, which every node already shares. A
     requeued job may find the file of its previous attempt: the other ranks accept a port only when the store
     behind it holds the file's nonce, and otherwise read the file again."""
-    from torch.distributed import DistError, TCPStore
+    from torch.distributed import DistError
 
     if rank == 0:
-        store = TCPStore(master_addr, 0, world, True, timedelta(seconds=timeout_s), wait_for_workers=False)
+        store = host_store(world, master_addr, timedelta(seconds=timeout_s))
         nonce = secrets.token_hex(8)
         store.set(_NONCE_KEY, nonce)
         write_text_atomic(port_file, f"{store.port} {nonce}\n")
@@ -66,7 +67,7 @@ def rendezvous_store(rank: int, world: int, master_addr: str, port_file: Path, t
         text = port_file.read_text().split() if port_file.exists() else []
         if len(text) == 2:
             try:
-                store = TCPStore(master_addr, int(text[0]), world, False, timedelta(seconds=probe_s))
+                store = join_store(int(text[0]), world, master_addr, timedelta(seconds=probe_s))
                 if store.get(_NONCE_KEY).decode() == text[1]:
                     store.set_timeout(timedelta(seconds=timeout_s))
                     return store

@@ -44,21 +44,21 @@ def parse_sp(text: str) -> tuple[int, int]:
 STORE_TIMEOUT = timedelta(minutes=30)
 
 
-def host_store(world_size: int):
-    """The ranks' TCPStore, hosted by the launching process on a port its kernel picks: free by construction.
-    (Binding port 0, closing it and letting rank 0 bind the number again leaves a window in which another
-    socket can take it; submitit's random port once collided in CI: EADDRINUSE.) Keep it alive until the
-    ranks have ended; they join with `join_store(store.port, world_size)`."""
+def host_store(world_size: int, host: str = "127.0.0.1", timeout: timedelta = STORE_TIMEOUT):
+    """The ranks' TCPStore, hosted by the launching process (or rank 0) on a port its kernel picks: free by
+    construction. (Binding port 0, closing it and letting rank 0 bind the number again leaves a window in which
+    another socket can take it; submitit's random port once collided in CI: EADDRINUSE.) Keep it alive until
+    the ranks have ended; they join with `join_store(store.port, world_size, host)`."""
     from torch.distributed import TCPStore
 
-    return TCPStore("127.0.0.1", 0, world_size, True, STORE_TIMEOUT, wait_for_workers=False)
+    return TCPStore(host, 0, world_size, True, timeout, wait_for_workers=False)
 
 
-def join_store(port: int, world_size: int):
+def join_store(port: int, world_size: int, host: str = "127.0.0.1", timeout: timedelta = STORE_TIMEOUT):
     """A rank's client of the store `host_store` made (pass it to init_process_group with rank and world)."""
     from torch.distributed import TCPStore
 
-    return TCPStore("127.0.0.1", port, world_size, False, STORE_TIMEOUT)
+    return TCPStore(host, port, world_size, False, timeout)
 
 
 def _rank_entry(rank, world_size, port, device, fn, args, results):
