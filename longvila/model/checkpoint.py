@@ -3,8 +3,10 @@
     <ckpt>/config.json                      LongVILAConfig (model_type llava_llama)
     <ckpt>/llm/                             Qwen2ForCausalLM (+ tokenizer files)
     <ckpt>/vision_tower/                    SiglipVisionModel (+ preprocessor_config.json)
-    <ckpt>/mm_projector/config.json         {"mm_projector_type": ...}
-    <ckpt>/mm_projector/model.safetensors   keys layers.0.* ... (a .bin only via torch.load(weights_only=True))
+    <ckpt>/mm_projector/config.json         {"mm_projector_type": ..., "token_order": "row" | "column"}
+    <ckpt>/mm_projector/model.safetensors   keys layers.1/2/4.* (a .bin only via torch.load(weights_only=True))
+
+The vision tower's keys may be bare or under `vision_model.` (released files); both load.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from safetensors.torch import load_file
 from transformers import Qwen2ForCausalLM, SiglipVisionModel
 
 from longvila.model.configuration import LongVILAConfig
-from longvila.model.projector import MultimodalProjector
+from longvila.model.projector import DEFAULT_TOKEN_ORDER, MultimodalProjector, check_token_order, upgrade_legacy_state
+from longvila.utils.logging import get_logger
 
 REQUIRED = {"llm": "config.json", "vision_tower": "config.json", "mm_projector": "config.json"}
 
@@ -57,6 +60,37 @@ def _agree(what: str, file: Path, field: str, found, expected) -> None:
         raise ValueError(f"{file}: {field} = {found}, but {what} = {expected}; the checkpoint's parts disagree")
 
 
+def _load_part(cls, folder: Path, dtype, part_kwargs: dict | None):
+    """A part loaded with Transformers; weights the file lacks are an error, not a silent random init (SigLIP's
+    pooling head excepted: LongVILA never runs it, and some released towers ship without it)."""
+    model, info = cls.from_pretrained(folder, dtype=dtype, output_loading_info=True, **(part_kwargs or {}))
+    missing = sorted(k for k in info.get("missing_keys", ()) if not (k.startswith("head.") or ".head." in k))
+    if missing:
+        raise ValueError(f"{folder}: the weights file lacks {len(missing)} of the model's tensors (e.g. "
+                         f"{', '.join(missing[:3])}); they would be random. Re-copy the checkpoint, or check that "
+                         "its keys are the model's (a SigLIP tower's may be bare or under 'vision_model.')")
+    return model
+
+
+def _token_order(root: Path, proj_cfg: dict, config: LongVILAConfig, projector_type: str, legacy: bool) -> str:
+    """The checkpoint's projector token order: mm_projector/config.json, else config.json's mm_projector_cfg,
+    else "column" for longvila's own pre-release-layout files (layers.0/1/3) and "row" (the release) otherwise."""
+    in_file, inline = proj_cfg.get("token_order"), config.mm_projector_cfg.get("token_order")
+    if in_file is not None and inline is not None and in_file != inline:
+        raise ValueError(f"{root / 'mm_projector' / 'config.json'} says token_order {in_file!r} but {root / 'config.json'}"
+                         f" mm_projector_cfg.token_order says {inline!r}; set both to the order the checkpoint was "
+                         "trained with ('row': Qwen2 LongVILA 2024-12 and later, 'column': the 2024-08 code)")
+    order = in_file or inline
+    if order is None and legacy:
+        order = "column"
+        get_logger().warning(f"{root / 'mm_projector'}: projector keys layers.0/1/3 are longvila's layout before it "
+                             "matched the release, trained with column-major tokens: loading as token_order "
+                             "'column'. Save the model again to write the release's keys and the order.")
+    order = order or DEFAULT_TOKEN_ORDER
+    check_token_order(order, projector_type, where=f"{root / 'mm_projector' / 'config.json'}: token_order")
+    return order
+
+
 def load_parts(root: Path, config: LongVILAConfig, dtype=None, part_kwargs: dict | None = None):
     """(llm, vision_tower, mm_projector) loaded from `root`, checked against each other; the projector takes
     the vision tower's dtype (Transformers loads a bf16 checkpoint as bf16 unless told otherwise)."""
@@ -65,11 +99,14 @@ def load_parts(root: Path, config: LongVILAConfig, dtype=None, part_kwargs: dict
         if not isinstance(getattr(config, name), dict):
             raise ValueError(f"{root / 'config.json'}: {name} must be a config mapping (the release stores the "
                              f"part's full config inline), got {type(getattr(config, name)).__name__}")
-    llm = Qwen2ForCausalLM.from_pretrained(root / "llm", dtype=dtype, **(part_kwargs or {}))
-    vision = SiglipVisionModel.from_pretrained(root / "vision_tower", dtype=dtype, **(part_kwargs or {}))
+    llm = _load_part(Qwen2ForCausalLM, root / "llm", dtype, part_kwargs)
+    vision = _load_part(SiglipVisionModel, root / "vision_tower", dtype, part_kwargs)
     proj_cfg = _read_json(root / "mm_projector" / "config.json")
-    projector = MultimodalProjector(proj_cfg.get("mm_projector_type", config.projector_type),
-                                    vision.config.hidden_size, llm.config.hidden_size)
+    projector_type = proj_cfg.get("mm_projector_type", config.projector_type)
+    state, legacy = upgrade_legacy_state(_projector_state(root / "mm_projector"))
+    order = _token_order(root, proj_cfg, config, projector_type, legacy)
+    projector = MultimodalProjector(projector_type, vision.config.hidden_size, llm.config.hidden_size, order)
+    config.mm_projector_cfg = {**config.mm_projector_cfg, "mm_projector_type": projector_type, "token_order": order}
     for part, inline_cfg, loaded in (("llm", config.llm_cfg, llm.config), ("vision_tower", config.vision_tower_cfg,
                                                                            vision.config)):
         for field in ("hidden_size", "vocab_size"):
@@ -86,7 +123,6 @@ def load_parts(root: Path, config: LongVILAConfig, dtype=None, part_kwargs: dict
     if config.mm_hidden_size is not None:
         _agree("vision_tower/config.json hidden_size", root / "config.json", "mm_hidden_size",
                config.mm_hidden_size, vision.config.hidden_size)
-    state = _projector_state(root / "mm_projector")
     expected = projector.state_dict()
     for key, value in state.items():
         if key in expected:

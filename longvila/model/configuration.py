@@ -2,13 +2,16 @@
 
 The release stores the three parts' full configs inline (`llm_cfg`, `vision_tower_cfg`, `mm_projector_cfg`);
 on load a dict means "the part lives in the checkpoint's `llm/`, `vision_tower/`, `mm_projector/` folder".
-Other top-level fields of the release are kept as they are (PretrainedConfig stores unknown keys), so a
+`mm_projector_cfg.token_order` ("row" | "column", absent = "row") is the projector's 2x2 block order (see
+`longvila.model.projector`). Other top-level fields of the release are kept as they are (PretrainedConfig stores unknown keys), so a
 released config round-trips.
 """
 
 from __future__ import annotations
 
 from transformers import PretrainedConfig, Qwen2Config, SiglipVisionConfig
+
+from longvila.model.projector import DEFAULT_TOKEN_ORDER, check_token_order
 
 
 class LongVILAConfig(PretrainedConfig):
@@ -45,10 +48,17 @@ class LongVILAConfig(PretrainedConfig):
     def projector_type(self) -> str:
         return self.mm_projector_cfg.get("mm_projector_type", "mlp_downsample")
 
+    @property
+    def token_order(self) -> str:
+        """The projector's 2x2 block order, "row" or "column" (absent: "row", the 2024-12 release and later)."""
+        return self.mm_projector_cfg.get("token_order", DEFAULT_TOKEN_ORDER)
+
     @classmethod
     def from_parts(cls, llm: Qwen2Config, vision: SiglipVisionConfig, projector_type: str = "mlp_downsample",
-                   **kwargs) -> "LongVILAConfig":
+                   token_order: str = DEFAULT_TOKEN_ORDER, **kwargs) -> "LongVILAConfig":
         """Compose a config from the parts' configs (what `save_pretrained` then writes inline)."""
+        check_token_order(token_order, projector_type)
         return cls(llm_cfg=llm.to_dict(), vision_tower_cfg=vision.to_dict(),
                    mm_projector_cfg={"mm_projector_type": projector_type, "model_type": "v2l_projector",
-                                     "architectures": ["MultimodalProjector"]}, **kwargs)
+                                     "architectures": ["MultimodalProjector"], "token_order": token_order},
+                   **kwargs)

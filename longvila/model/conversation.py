@@ -8,8 +8,9 @@ accident, LONGVILA.md section 3.5; we use ChatML for both training and inference
     <|im_start|>user\\n<vila/video>What happens?<|im_end|>\\n
     <|im_start|>assistant\\nA dog runs.<|im_end|>\\n
 
-`<image>` / `<video>` strings in the text are removed and the media token is placed before the first user
-message. Labels supervise each assistant answer plus its `<|im_end|>`; every other token is -100. Labels are
+`<image>` / `<video>` strings in the text are removed, each message's text is stripped of surrounding
+whitespace (as the release does: " Describe the video. " is templated as "Describe the video."), and the
+media token is placed before the first user message. Labels supervise each assistant answer plus its `<|im_end|>`; every other token is -100. Labels are
 found from the character offsets of one tokenization of the whole text, so input ids are exactly the
 tokenization of the text; a token that straddles a prompt/answer boundary (e.g. "\n\n\n" when an answer
 starts with blank lines) counts as prompt.
@@ -65,7 +66,8 @@ def to_messages(record: dict, media: str | None = None, system: str = DEFAULT_SY
             raise ValueError(f"conversations[{i}] must have 'from' in {sorted(ROLES)} and a string 'value'")
         text = turn["value"]
         for tag in ("<image>", "<video>", MEDIA_TOKENS["video"]):
-            text = text.replace(tag + "\n", "").replace(tag, "")
+            text = text.replace(tag + "\n", "").replace("\n" + tag, "").replace(tag, "")
+        text = text.strip()  # as the release: each message is stripped before templating (labels follow)
         if role == "user" and not placed:
             text = MEDIA_TOKENS[media] + text
             placed = True

@@ -7,8 +7,10 @@ or `<image>`): each placeholder is replaced by its frames' embeddings, each fram
 of one "\\n" token (LONGVILA.md section 3.4).
 
 Checkpoint layout (read and written): `config.json` (model_type llava_llama, part configs inline),
-`llm/` (Qwen2ForCausalLM + tokenizer files), `vision_tower/` (SiglipVisionModel), `mm_projector/`
-(`config.json` + `model.safetensors` with keys `layers.*`). Weights load from safetensors only.
+`llm/` (Qwen2ForCausalLM + tokenizer files), `vision_tower/` (SiglipVisionModel, keys `vision_model.*`),
+`mm_projector/` (`config.json` with `token_order` + `model.safetensors` with keys `layers.1/2/4`), each
+written as the release's Transformers 4.46 writes it (tests/compat load it with 4.46 itself). Weights load
+from safetensors only.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from longvila.model.configuration import LongVILAConfig
 from longvila.model.projector import MultimodalProjector
+from longvila.model.tokenizer_files import save_release_tokenizer
 from longvila.utils.logging import get_logger
 
+VISION_PREFIX = "vision_model."  # SiglipVisionModel's keys in a released vision_tower/model.safetensors
 _PART_KWARGS = ("attn_implementation",)  # passed on to the llm/ and vision_tower/ loaders
 _HUB_KWARGS = {"adapter_kwargs", "revision", "trust_remote_code", "cache_dir", "force_download", "local_files_only",
                "token", "proxies", "subfolder", "code_revision"}  # what AutoModel passes along; local folders only
@@ -56,7 +60,8 @@ class LongVILAForCausalLM(PreTrainedModel):
         self.llm = llm if llm is not None else Qwen2ForCausalLM(config.llm_config())
         self.vision_tower = vision_tower if vision_tower is not None else SiglipVisionModel(config.vision_config())
         self.mm_projector = mm_projector if mm_projector is not None else MultimodalProjector(
-            config.projector_type, self.vision_tower.config.hidden_size, self.llm.config.hidden_size)
+            config.projector_type, self.vision_tower.config.hidden_size, self.llm.config.hidden_size,
+            token_order=config.token_order)
         # LongVILA reads a hidden layer (mm_vision_select_layer), never SigLIP's pooling head: skip computing it
         # (its weights stay in the checkpoint). The head also reads nn.MultiheadAttention's weights directly,
         # which DeepSpeed ZeRO-3 cannot gather.
@@ -125,8 +130,10 @@ class LongVILAForCausalLM(PreTrainedModel):
 
     # ---------------------------------------------------------------- checkpoint layout
     def save_pretrained(self, save_directory, tokenizer=None, **kwargs) -> None:
-        """Write the released layout: config.json, llm/ (+ the tokenizer's files when given), vision_tower/,
-        mm_projector/ (safetensors)."""
+        """Write the released layout as the release's Transformers (4.46) writes it: config.json (parts inline),
+        llm/ (Qwen2 weights, config with the 4.x RoPE keys, and with `tokenizer=` the release's tokenizer files),
+        vision_tower/ (SigLIP keys under `vision_model.`, preprocessor_config.json), mm_projector/ (config.json
+        with `token_order`, keys `layers.1/2/4`)."""
         root = Path(save_directory)
         root.mkdir(parents=True, exist_ok=True)
         self.llm.save_pretrained(root / "llm", **kwargs)
@@ -134,22 +141,34 @@ class LongVILAForCausalLM(PreTrainedModel):
         self.config.llm_cfg = legacy_llm_config(json.loads(llm_json.read_text()), self.llm.dtype)
         llm_json.write_text(json.dumps(self.config.llm_cfg, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
-            tokenizer.save_pretrained(root / "llm")
+            save_release_tokenizer(tokenizer, root / "llm")
         else:
             get_logger().warning(f"save_pretrained({root}) without tokenizer=: llm/ gets no tokenizer files, which "
                                  "inference needs; pass the tokenizer")
-        self.vision_tower.save_pretrained(root / "vision_tower", **kwargs)
-        self.config.vision_tower_cfg = json.loads((root / "vision_tower" / "config.json").read_text())
-        self.config.save_pretrained(root)
-        size = self.vision_tower.config.image_size  # the release ships the SigLIP processor settings beside it
-        SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(root / "vision_tower")
+        self._save_vision_tower(root / "vision_tower")
         proj = root / "mm_projector"
         proj.mkdir(exist_ok=True)
-        (proj / "config.json").write_text(json.dumps(
-            {"architectures": ["MultimodalProjector"], "mm_projector_type": self.mm_projector.projector_type,
-             "model_type": "v2l_projector", "torch_dtype": str(self.dtype).replace("torch.", "")}, indent=2))
+        self.config.mm_projector_cfg = self.mm_projector.config_dict(next(self.mm_projector.parameters()).dtype)
+        (proj / "config.json").write_text(json.dumps(self.config.mm_projector_cfg, indent=2) + "\n")
         state = {k: v.detach().contiguous() for k, v in self.mm_projector.state_dict().items()}
         save_file(state, str(proj / "model.safetensors"), metadata={"format": "pt"})
+        self.config.save_pretrained(root)
+
+    def _save_vision_tower(self, folder: Path) -> None:
+        """SigLIP as 4.46's `SiglipVisionModel` reads it: keys under `vision_model.` (Transformers 5 writes them
+        bare, which 4.46 re-initialises silently), `torch_dtype` in its config, one safetensors file."""
+        folder.mkdir(parents=True, exist_ok=True)
+        vision = self.vision_tower
+        vision.config.save_pretrained(folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["torch_dtype"] = cfg["dtype"] = str(vision.dtype).replace("torch.", "")
+        cfg["architectures"] = ["SiglipVisionModel"]
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        self.config.vision_tower_cfg = cfg
+        state = {f"{VISION_PREFIX}{k}": v.detach().contiguous() for k, v in vision.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        size = vision.config.image_size  # the release ships the SigLIP processor settings beside it
+        SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, config: LongVILAConfig | None = None,

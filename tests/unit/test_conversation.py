@@ -43,10 +43,22 @@ def test_labels_are_answers_plus_im_end_only(tok):
     t = tokenize_conversation(tok, RECORD, "video")
     supervised = [i for i, l in zip(t.input_ids, t.labels) if l != IGNORE_INDEX]
     assert all(l in (IGNORE_INDEX, i) for i, l in zip(t.input_ids, t.labels))
-    # "assistant\n" + "\n\nIt" tokenizes as one "\n\n\n" token straddling the boundary: it stays a prompt token
+    # "\n\nIt sleeps." is stripped first, as the release does, so no token straddles the answer's start
     assert tok.decode(supervised) == "A dog runs.<|im_end|>It sleeps.<|im_end|>"
     gen = tokenize_conversation(tok, {"conversations": RECORD["conversations"][:1]}, "video", add_generation_prompt=True)
     assert set(gen.labels) == {IGNORE_INDEX} and gen.text.endswith("<|im_start|>assistant\n")
+
+
+def test_message_text_is_stripped_as_the_release_does(tok):
+    record = {"conversations": [{"from": "human", "value": " <video>\n Describe the video. "},
+                                {"from": "gpt", "value": "\nA dog runs.\n"}]}
+    t = tokenize_conversation(tok, record, "video")
+    assert "<|im_start|>user\n<vila/video>Describe the video.<|im_end|>\n" in t.text
+    assert "<|im_start|>assistant\nA dog runs.<|im_end|>\n" in t.text
+    supervised = [i for i, l in zip(t.input_ids, t.labels) if l != IGNORE_INDEX]
+    assert tok.decode(supervised) == "A dog runs.<|im_end|>"
+    assert to_messages({"conversations": [{"from": "human", "value": "Why?\n<image>"}]}, "image")[1]["content"] == \
+        "<image>Why?"
 
 
 def test_bad_records_name_the_problem():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
@@ -18,32 +18,53 @@ from tests.unit.test_projector import reference_downsample
 VIDEO_ID, NEWLINE_ID = 151650, 198
 
 
-def write_released_checkpoint(root, rope=None):
-    """A tiny checkpoint in the released on-disk layout, written with Transformers' own classes and a
-    projector state dict under the released key names: independent of longvila's saver."""
+class ReleaseDownSample(nn.Module):
+    """A parameter-free first layer, as the release's `DownSampleBlock` is: it holds index 0 of the Sequential, so
+    the weights are named layers.1/2/4 (the test's own loops compute it, in the order the checkpoint says)."""
+
+    def __init__(self, order="row"):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x):
+        return reference_downsample(x, int(round(x.shape[1] ** 0.5)), self.order)
+
+
+def write_released_checkpoint(root, rope=None, order=None, order_in="mm_projector"):
+    """A tiny checkpoint in the released on-disk layout, written with Transformers' own classes, the release's
+    projector module structure and key names (`vision_model.` SigLIP keys, `layers.1/2/4` projector keys):
+    independent of longvila's saver. `order` ("row", "column" or None = absent) goes into mm_projector/config.json
+    or, with order_in="config", into config.json's mm_projector_cfg. Returns the projector module."""
     torch.manual_seed(0)
     llm_kw, vis_kw = SIZES["tiny"]
     llm_cfg = Qwen2Config(**{**llm_kw, **(rope or {})})
     vis_cfg = SiglipVisionConfig(**vis_kw)
     Qwen2ForCausalLM(llm_cfg).save_pretrained(root / "llm", max_shard_size="20MB")  # sharded + index, as released
-    SiglipVisionModel(vis_cfg).save_pretrained(root / "vision_tower")
+    vision = SiglipVisionModel(vis_cfg)
+    vision.save_pretrained(root / "vision_tower")
+    save_file({f"vision_model.{k}": v.contiguous() for k, v in vision.state_dict().items()},
+              str(root / "vision_tower/model.safetensors"), metadata={"format": "pt"})
     c4, d = 4 * vis_cfg.hidden_size, llm_cfg.hidden_size
-    mlp = nn.Sequential(nn.LayerNorm(c4), nn.Linear(c4, d), nn.GELU(), nn.Linear(d, d))
-    for p in mlp.parameters():
+    proj = nn.Sequential(ReleaseDownSample(order or "row"), nn.LayerNorm(c4), nn.Linear(c4, d), nn.GELU(),
+                         nn.Linear(d, d))
+    for p in proj.parameters():
         nn.init.normal_(p, std=0.05)
     (root / "mm_projector").mkdir()
-    save_file({f"layers.{k}": v.contiguous() for k, v in mlp.state_dict().items()},
+    save_file({f"layers.{k}": v.contiguous() for k, v in proj.state_dict().items()},
               str(root / "mm_projector/model.safetensors"))
-    (root / "mm_projector/config.json").write_text(json.dumps(
-        {"architectures": ["MultimodalProjector"], "mm_projector_type": "mlp_downsample", "model_type": "v2l_projector",
-         "torch_dtype": "float32"}))
+    proj_cfg = {"architectures": ["MultimodalProjector"], "mm_projector_type": "mlp_downsample",
+                "model_type": "v2l_projector", "torch_dtype": "float32"}
+    inline = {"mm_projector_type": "mlp_downsample"}
+    if order is not None:
+        (proj_cfg if order_in == "mm_projector" else inline)["token_order"] = order
+    (root / "mm_projector/config.json").write_text(json.dumps(proj_cfg))
     (root / "config.json").write_text(json.dumps({
         "architectures": ["LlavaLlamaModel"], "model_type": "llava_llama", "llm_cfg": llm_cfg.to_dict(),
-        "vision_tower_cfg": vis_cfg.to_dict(), "mm_projector_cfg": {"mm_projector_type": "mlp_downsample"},
+        "vision_tower_cfg": vis_cfg.to_dict(), "mm_projector_cfg": inline,
         "hidden_size": llm_cfg.hidden_size, "mm_hidden_size": vis_cfg.hidden_size, "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "cls_patch", "image_aspect_ratio": "resize", "num_video_frames": 3,
         "fps": 0.0, "model_dtype": "torch.float32", "drop_path_rate": 0.0, "interpolate_mode": "linear"}))
-    return mlp
+    return proj
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +73,19 @@ def released(tmp_path_factory):
     return root, write_released_checkpoint(root)
 
 
-def test_automodel_loads_the_released_layout_and_matches_the_reference(released):
-    root, mlp = released
+def check_against_reference(root, proj, order):
+    """AutoModel on `root` equals the reference composed by hand from the parts as saved, in `order`."""
     model = AutoModel.from_pretrained(root)
-    assert isinstance(model, LongVILAForCausalLM)
-    assert isinstance(AutoModelForCausalLM.from_pretrained(root), LongVILAForCausalLM)
-
+    assert isinstance(model, LongVILAForCausalLM) and model.mm_projector.token_order == order
     torch.manual_seed(1)
     frames = torch.randn(3, 3, 32, 32)
     ids = torch.tensor([151644, 872, 198, VIDEO_ID, 3838, 374, 419, 30, 151645])
-
-    # the reference, composed by hand from the parts as saved
     vision = SiglipVisionModel.from_pretrained(root / "vision_tower").eval()
     llm = Qwen2ForCausalLM.from_pretrained(root / "llm").eval()
     with torch.no_grad():
         feats = vision(pixel_values=frames, output_hidden_states=True).hidden_states[-2]   # [3, 64, 32]
-        tokens = mlp(reference_downsample(feats, 8))                                          # [3, 16, 64]
+        tokens = proj[1:](reference_downsample(feats, 8, order))                             # [3, 16, 64]
+        torch.testing.assert_close(model.encode_frames(frames), tokens, atol=1e-6, rtol=0)
         emb = llm.get_input_embeddings()
         newline = emb(torch.tensor([NEWLINE_ID]))[0]
         media = torch.cat([torch.cat([t, newline[None]]) for t in tokens])                    # 3 x (16 + 1)
@@ -80,6 +98,56 @@ def test_automodel_loads_the_released_layout_and_matches_the_reference(released)
         got = model(inputs_embeds=embeds[None]).logits
     assert got.shape == (1, len(ids) - 1 + 3 * 17, SIZES["tiny"][0]["vocab_size"])
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    return model
+
+
+def test_automodel_loads_the_released_layout_and_matches_the_reference(released):
+    root, proj = released
+    check_against_reference(root, proj, "row")       # token_order absent: row, as the Qwen2 checkpoints
+    assert isinstance(AutoModelForCausalLM.from_pretrained(root), LongVILAForCausalLM)
+
+
+@pytest.mark.parametrize("order, where", [("row", "mm_projector"), ("column", "mm_projector"), ("column", "config")])
+def test_token_order_is_read_from_the_checkpoint(tmp_path, order, where):
+    proj = write_released_checkpoint(tmp_path, order=order, order_in=where)
+    model = check_against_reference(tmp_path, proj, order)
+    model.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again/mm_projector/config.json").read_text())["token_order"] == order
+    assert json.loads((tmp_path / "again/config.json").read_text())["mm_projector_cfg"]["token_order"] == order
+    assert AutoModel.from_pretrained(tmp_path / "again").mm_projector.token_order == order
+
+
+def test_disagreeing_token_orders_are_an_error(tmp_path):
+    write_released_checkpoint(tmp_path, order="column")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["mm_projector_cfg"]["token_order"] = "row"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="says token_order 'column' but .*config.json mm_projector_cfg.token_order"):
+        AutoModel.from_pretrained(tmp_path)
+
+
+def test_longvila_legacy_projector_files_load_as_column_order(tmp_path):
+    """Checkpoints longvila wrote before it followed the release (keys layers.0/1/3, no token_order) were trained
+    column-major: they load as such, and saving again writes the release's keys with token_order 'column'."""
+    proj = write_released_checkpoint(tmp_path)
+    legacy = nn.Sequential(*list(proj)[1:])                                   # Sequential(LN, Linear, GELU, Linear)
+    save_file({f"layers.{k}": v.contiguous() for k, v in legacy.state_dict().items()},
+              str(tmp_path / "mm_projector/model.safetensors"))
+    assert sorted(load_file(str(tmp_path / "mm_projector/model.safetensors")))[0] == "layers.0.bias"
+    proj[0].order = "column"
+    model = check_against_reference(tmp_path, proj, "column")
+    model.save_pretrained(tmp_path / "again")
+    assert sorted(load_file(str(tmp_path / "again/mm_projector/model.safetensors")))[0] == "layers.1.bias"
+    assert AutoModel.from_pretrained(tmp_path / "again").mm_projector.token_order == "column"
+
+
+def test_a_vision_tower_with_foreign_keys_is_an_error_not_a_random_init(tmp_path):
+    write_released_checkpoint(tmp_path)
+    state = load_file(str(tmp_path / "vision_tower/model.safetensors"))
+    save_file({k.replace("vision_model.", "siglip."): v for k, v in state.items()},
+              str(tmp_path / "vision_tower/model.safetensors"))
+    with pytest.raises(ValueError, match="vision_tower: the weights file lacks .* they would be random"):
+        AutoModel.from_pretrained(tmp_path)
 
 
 def test_labels_are_masked_over_media(released):

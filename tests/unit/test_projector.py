@@ -1,15 +1,15 @@
-"""The mlp_downsample projector against a loop-by-loop reference of LONGVILA.md section 3.3."""
+"""The mlp_downsample projector against a loop-by-loop reference of LONGVILA.md section 3.3, both token orders."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from longvila.model.projector import MultimodalProjector, flat_square_2x2
+from longvila.model.projector import MultimodalProjector, flat_square_2x2, upgrade_legacy_state
 
 
-def reference_downsample(x, h):
-    """Explicit loops: pad bottom row then right column, blocks in column-major order, TL TR BL BR channels."""
+def reference_downsample(x, h, order="row"):
+    """Explicit loops: pad bottom row then right column, blocks in row- or column-major order, TL TR BL BR."""
     n, _, c = x.shape
     grid = x.reshape(n, h, h, c)
     hp = h + (h % 2)
@@ -19,27 +19,48 @@ def reference_downsample(x, h):
     out = torch.zeros(n, b * b, 4 * c, dtype=x.dtype)
     for j in range(b):          # block column
         for i in range(b):      # block row
-            t = j * b + i       # column-major
+            t = i * b + j if order == "row" else j * b + i
             out[:, t] = torch.cat([padded[:, 2 * i, 2 * j], padded[:, 2 * i, 2 * j + 1],
                                    padded[:, 2 * i + 1, 2 * j], padded[:, 2 * i + 1, 2 * j + 1]], dim=-1)
     return out
 
 
+@pytest.mark.parametrize("order", ["row", "column"])
 @pytest.mark.parametrize("h", [2, 3, 4, 7, 27])
-def test_downsample_matches_the_reference_exactly(h):
+def test_downsample_matches_the_reference_exactly(h, order):
     x = torch.randn(2, h * h, 5, dtype=torch.float64)
-    assert torch.equal(flat_square_2x2(x), reference_downsample(x, h))
+    assert torch.equal(flat_square_2x2(x, order), reference_downsample(x, h, order))
 
 
-def test_order_is_column_major_not_row_major():
-    # 4x4 grid whose value is its row-major patch index: token 1 must be block (row 1, col 0) -> patches 8, 9, 12, 13
+def test_default_order_is_row_major():
+    # 4x4 grid whose value is its row-major patch index: token 1 is block (row 0, col 1) -> patches 2, 3, 6, 7
     x = torch.arange(16, dtype=torch.float32).reshape(1, 16, 1)
-    assert flat_square_2x2(x)[0, :, :].tolist() == [[0, 1, 4, 5], [8, 9, 12, 13], [2, 3, 6, 7], [10, 11, 14, 15]]
+    assert flat_square_2x2(x)[0].tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
+    assert flat_square_2x2(x, "column")[0].tolist() == [[0, 1, 4, 5], [8, 9, 12, 13], [2, 3, 6, 7],
+                                                        [10, 11, 14, 15]]
 
 
-def test_odd_grid_pads_bottom_then_right_with_zeros():
-    x = torch.arange(1, 10, dtype=torch.float32).reshape(1, 9, 1)  # 3x3, values 1..9
-    assert flat_square_2x2(x)[0].tolist() == [[1, 2, 4, 5], [7, 8, 0, 0], [3, 0, 6, 0], [9, 0, 0, 0]]
+def test_odd_grid_pads_bottom_then_right_with_zeros_both_orders():
+    # LONGVILA.md 3.3's 3x3 example (values 1..9, 0 = padding), as the 2024-12 and the 2024-08 code give it
+    x = torch.arange(1, 10, dtype=torch.float32).reshape(1, 9, 1)
+    assert flat_square_2x2(x, "row")[0].tolist() == [[1, 2, 4, 5], [3, 0, 6, 0], [7, 8, 0, 0], [9, 0, 0, 0]]
+    assert flat_square_2x2(x, "column")[0].tolist() == [[1, 2, 4, 5], [7, 8, 0, 0], [3, 0, 6, 0], [9, 0, 0, 0]]
+
+
+def test_token_order_is_validated():
+    with pytest.raises(ValueError, match="token_order = 'diagonal'; use 'row'"):
+        MultimodalProjector("mlp_downsample", 8, 16, token_order="diagonal")
+    with pytest.raises(ValueError, match="row-major by definition"):
+        MultimodalProjector("mlp_downsample_2x2_fix", 8, 16, token_order="column")
+
+
+def test_legacy_state_is_upgraded_to_the_release_keys():
+    legacy = {"layers.0.weight": torch.ones(32), "layers.0.bias": torch.zeros(32), "layers.1.weight": torch.ones(16, 32),
+              "layers.1.bias": torch.zeros(16), "layers.3.weight": torch.ones(16, 16), "layers.3.bias": torch.zeros(16)}
+    state, was_legacy = upgrade_legacy_state(legacy)
+    assert was_legacy and sorted(state) == sorted(MultimodalProjector("mlp_downsample", 8, 16).state_dict())
+    again, was_legacy = upgrade_legacy_state(state)
+    assert not was_legacy and again is state
 
 
 @pytest.mark.parametrize("llm_hidden, expected", [
@@ -49,8 +70,9 @@ def test_odd_grid_pads_bottom_then_right_with_zeros():
 def test_parameter_count_matches_the_release(llm_hidden, expected):
     proj = MultimodalProjector("mlp_downsample", 1152, llm_hidden)
     assert sum(p.numel() for p in proj.parameters()) == expected
-    assert sorted(proj.state_dict()) == ["layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.weight",
-                                         "layers.3.bias", "layers.3.weight"]
+    # the release's Sequential(DownSampleBlock(), LayerNorm, Linear, GELU, Linear): the block holds index 0
+    assert sorted(proj.state_dict()) == ["layers.1.bias", "layers.1.weight", "layers.2.bias", "layers.2.weight",
+                                         "layers.4.bias", "layers.4.weight"]
     if llm_hidden == 1536:
         assert abs(expected * 2 / 1e6 - 18.9) < 0.1
 
