@@ -22,6 +22,7 @@ from longvila.config import ContextConfig, PackConfig, TokenizerConfig, UPSAMPLE
 from longvila.eval.bench_cli import add_bench_parser
 from longvila.infer_sp import add_infer_sp_args, run_infer_sp
 from longvila.utils.env import apply_env
+from longvila.utils.hub import check_model_dir
 from longvila.utils.logging import get_logger, init_logger
 
 PACK_HELP = """Pack a SlimPajama-format corpus (*.jsonl.zst with {"text", "meta": {"redpajama_set_name"}})
@@ -102,10 +103,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from longvila.model.inference import answer, load_for_inference
-
     if args.num_frames < 1 or args.max_new_tokens < 1:
         raise ValueError("--num-frames and --max-new-tokens must be >= 1")
+    check_model_dir(args.model)
+    from longvila.model.inference import answer, load_for_inference
+
     if args.sp is not None:
         return run_infer_sp(args)
     if not (args.video or args.image):
@@ -125,9 +127,9 @@ def _eval_needle(args: argparse.Namespace) -> int:
 
     ulysses, ring = parse_sp(args.sp)
     frames = frame_grid(args.max_frames, args.interval)
-    for path, flag in ((args.model, "--model"), (args.haystack, "--haystack")):
-        if not os.path.exists(path):
-            raise ValueError(f"{flag} {path}: no such file or folder")
+    check_model_dir(args.model)
+    if not os.path.exists(args.haystack):
+        raise ValueError(f"--haystack {args.haystack}: no such file or folder")
     out = Path(args.out or Path("niah_output") / Path(args.model).resolve().name)
     needles = args.needles
     if needles is None:
@@ -151,6 +153,7 @@ def _eval_needle(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from longvila.serve import make_server
 
+    check_model_dir(args.model)
     server = make_server(args.model, args.host, args.port, args.name)
     host, port = server.server_address[:2]
     get_logger().info(f"serve: {args.model} as '{args.name}' on http://{host}:{port}/v1 (Ctrl-C stops)")

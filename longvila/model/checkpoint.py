@@ -23,8 +23,6 @@ from longvila.model.projector import DEFAULT_TOKEN_ORDER, MultimodalProjector, c
 from longvila.utils.logging import get_logger
 
 REQUIRED = {"llm": "config.json", "vision_tower": "config.json", "mm_projector": "config.json"}
-
-
 def _check_layout(root: Path) -> None:
     if not (root / "config.json").is_file():
         raise ValueError(f"{root / 'config.json'} is missing: not a LongVILA checkpoint folder")

@@ -19,11 +19,12 @@ from transformers import AutoTokenizer
 
 from longvila.model.conversation import MEDIA_TOKENS, add_media_tokens, tokenize_conversation
 from longvila.model.vlm import LongVILAForCausalLM
+from longvila.utils.hub import check_model_dir
 
 
 def load_for_inference(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     """(model in eval mode, tokenizer with the media tokens) from a checkpoint folder in the released layout."""
-    root = Path(model_dir)
+    root = check_model_dir(model_dir)
     if not (root / "llm" / "tokenizer_config.json").is_file():
         raise ValueError(f"{root / 'llm'} has no tokenizer files; a LongVILA checkpoint keeps its tokenizer in llm/")
     model = LongVILAForCausalLM.from_pretrained(root, dtype=dtype)

@@ -115,3 +115,24 @@ def test_a_checkpoint_written_by_transformers_4_46_loads_through_automodel(pytho
     assert meta_again["rope_theta"] == 15_300_000.0 and meta_again["rope_scaling"]["factor"] == 4.0
     torch.testing.assert_close(theirs_again["logits"], theirs["logits"], atol=1e-5, rtol=1e-5)
     assert meta_again["slow_tokenizer"]["ids"] == meta["tokenizer"]["ids"]
+
+
+def test_a_released_llm_folder_without_tokenizer_json_packs_with_the_same_ids(tmp_path, tokenizer):
+    """`tokenizer.path` (and `longvila pack --tokenizer`) may point at a released llm/ folder: vocab.json +
+    merges.txt and the added tokens, no tokenizer.json."""
+    import shutil
+
+    from longvila.config import TokenizerConfig
+    from longvila.data.tokenizer import load_tokenizer
+    from longvila.model.tokenizer_files import save_release_tokenizer
+
+    save_release_tokenizer(AutoTokenizer.from_pretrained(tokenizer.path), tmp_path / "llm")
+    (tmp_path / "llm/tokenizer.json").unlink()
+    slow = load_tokenizer(TokenizerConfig(str(tmp_path / "llm")))
+    texts = [t.replace("<vila/video>", "") for t in TEXTS]
+    assert [a.tolist() for a in slow.encode_batch(texts)] == [a.tolist() for a in tokenizer.encode_batch(texts)]
+    assert slow.eos_id == tokenizer.eos_id and len(slow.sha256) == 64
+    shutil.rmtree(tmp_path / "llm")
+    (tmp_path / "llm").mkdir()
+    with pytest.raises(ValueError, match=r"has no tokenizer.json \(nor vocab.json \+ merges.txt\)"):
+        load_tokenizer(TokenizerConfig(str(tmp_path / "llm")))

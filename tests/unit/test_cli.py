@@ -105,3 +105,16 @@ def test_out_that_would_destroy_inputs_is_refused(tmp_path, small_corpus):
     out = tmp_path / "packed"
     args[args.index(str(other))] = str(out)
     assert main(args) == 0 and main(args) == 0  # a previous output (with manifest.json) is replaced
+
+
+@pytest.mark.parametrize("argv", [
+    ["infer", "--model", "Efficient-Large-Model/qwen2-7b-longvila-256f", "--video", "v.mp4", "--prompt", "hi"],
+    ["infer", "--model", "Efficient-Large-Model/qwen2-7b-longvila-256f", "--prompt", "hi", "--sp", "2x1"],
+    ["eval", "needle", "--model", "Efficient-Large-Model/qwen2-7b-longvila-1M", "--haystack", "movie.mp4"],
+])
+def test_a_hub_id_without_a_local_copy_gets_the_download_command(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    name = argv[argv.index("--model") + 1]
+    assert f"huggingface-cli download {name} --local-dir checkpoints/{name.split('/')[1]}" in err
+    assert "never downloads at run time" in err

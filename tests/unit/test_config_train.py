@@ -35,6 +35,8 @@ def test_shipped_configs_validate_with_the_papers_batch_arithmetic():
     ("config.yaml", {"train.stage5": "[{frames: 2, ulysses: 2, ring: 2}]"}, "2 frames cannot give each of the 4 SP"),
     ("workflow/configs/paper.yaml", {"train.stage4": "[{context: 64k, ulysses: 28, ring: 1, nodes: 4, max_positions: 131072}]"},
      "28 exceeds gpus_per_node 8"),
+    ("config.yaml", {"train.stage5": "[{frames: 8, init_from: 64k}]"},
+     r"train.stage5\[0\].init_from': '64k' is not a stage-4 context; use one of \['512', '1k'\]"),
     ("config.yaml", {"train.engine": "megatron"}, r"train.engine': use one of \('torch', 'deepspeed'\)"),
 ])
 def test_bad_training_configs_name_the_field_and_the_fix(path, overrides, message):
@@ -46,17 +48,19 @@ def test_a_run_the_planner_says_does_not_fit_is_refused_before_anything_is_submi
     # the paper's 256k stage-4 step without gradient checkpointing: 153 GiB per GPU predicted
     step = "[{context: 256k, nodes: 2, ulysses: 4, ring: 4, max_positions: 262144, gradient_checkpointing: %s}]"
     paper = "workflow/configs/paper.yaml"
+    s5 = "[{frames: 256, nodes: 4, ulysses: 4, ring: 2, gradient_checkpointing: true}]"   # from this one step
     with pytest.raises(ValueError, match=r"config 'train.stage4\[0\]': predicted peak 1\d\d\.\d GiB per rank > "
                                          r"cluster.gpu_mem_gib 79.2 \(largest: activations .*set gradient_checkpointing: "
                                          r"true.*longvila plan --config CFG --stage stage4/256k.*memory_check: warn"):
-        check_training(_cfg(paper, **{"train.stage4": step % "false"}))
-    (row,) = check_training(_cfg(paper, **{"train.stage4": step % "true"}))[:1]
+        check_training(_cfg(paper, **{"train.stage4": step % "false", "train.stage5": s5}))
+    (row,) = check_training(_cfg(paper, **{"train.stage4": step % "true", "train.stage5": s5}))[:1]
     assert row["memory_gib"] < row["limit_gib"] == 79.2 and row["memory_breakdown_gib"]["activations"] > 0
     with caplog.at_level("WARNING"):
-        rows = check_training(_cfg(paper, **{"train.stage4": step % "false", "train.cluster.memory_check": "warn"}))
+        rows = check_training(_cfg(paper, **{"train.stage4": step % "false", "train.stage5": s5,
+                                             "train.cluster.memory_check": "warn"}))
     assert rows[0]["memory_gib"] > 79.2 and "predicted peak" in caplog.text
     with pytest.raises(ValueError, match="predicted peak .* GiB per rank > cluster.gpu_mem_gib 40"):
-        check_training(_cfg(paper, **{"train.stage4": step % "true", "train.cluster.gpu_mem_gib": 40}))
+        check_training(_cfg(paper, **{"train.stage4": step % "true", "train.stage5": s5, "train.cluster.gpu_mem_gib": 40}))
 
 
 def test_the_checks_at_dag_build_import_neither_torch_nor_transformers():

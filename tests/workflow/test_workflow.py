@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pyarrow.parquet as pq
@@ -53,7 +54,7 @@ def test_dry_run_paper_config(tmp_path):
     (tmp_path / "resources/Shot2Story/annotations").mkdir(parents=True)
     (tmp_path / "resources/LongVILA-stage3").mkdir(parents=True)
     (tmp_path / "resources/LongVILA-stage3/config.json").write_text("{}")     # a stand-in stage-3 checkpoint
-    proc = in_dir(tmp_path, "-n", "all", configs=(REPO / "workflow/configs/paper.yaml",))
+    proc = in_dir(tmp_path, "-n", "-p", "all", configs=(REPO / "workflow/configs/paper.yaml",))
     # 21 files / 8 per batch = 3 batches, x 4 contexts; nothing exported; real Shot2Story; the made corpus
     # only for its held-out passkey documents; 4 stage-4 steps, each evaluated; 4 stage-5 runs, each with a
     # needle grid and the benchmarks; the run report
@@ -63,6 +64,9 @@ def test_dry_run_paper_config(tmp_path):
                           "make_needles": 1, "eval_needle": 4, "make_bench_task": 1, "eval_bench": 4, "run_report": 1,
                           "all": 1}
     assert "results/pack_shards/1M" in proc.stdout
+    # stage 5 starts where the release starts it: 256f from 64k, 512f and 1024f from 256k, 2048f from 512k
+    starts = dict(re.findall(r"pipeline\.train_stage5 .*?--run (\d+) --init results/train_stage4/(\S+)", proc.stdout))
+    assert starts == {"0": "64k", "1": "256k", "2": "256k", "3": "512k"}
 
 
 def test_dry_run_with_a_missing_corpus_names_the_fix(tmp_path):

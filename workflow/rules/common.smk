@@ -133,6 +133,12 @@ def stage4_init(wildcards):
     return INIT_MODEL if i == 0 else f"results/train_stage4/{STAGE4[i - 1]}"
 
 
+def stage5_init(wildcards):
+    """The checkpoint a stage-5 run starts from: its train.stage5[].init_from stage-4 step, else the last one."""
+    run = CFG.train.stage5[STAGE5.index(wildcards.s5)]
+    return f"results/train_stage4/{run.init_from}" if run.init_from else STAGE4_FINAL
+
+
 def training_targets():
     return (expand("results/train_stage4/{s4}", s4=STAGE4) + expand("results/eval_passkey/{s4}", s4=STAGE4)
             + expand("results/train_stage5/{s5}", s5=STAGE5) + ["results/train_report"] + eval_targets())

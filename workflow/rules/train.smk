@@ -55,7 +55,7 @@ rule eval_passkey:
 rule train_stage5:
     input:
         config=rules.resolve_config.output.config,
-        init=STAGE4_FINAL,
+        init=stage5_init,
         data="results/s2s_assemble",
         media=s2s_root(),
         needles=NEEDLES if NEEDLE_TRAINING else [],
