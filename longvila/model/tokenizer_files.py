@@ -43,7 +43,8 @@ def save_release_tokenizer(tokenizer, folder: str | Path) -> None:
     base = backend.get_vocab_size(with_added_tokens=False)
     added = {int(a["id"]): a for a in spec.get("added_tokens", [])}
     by_content = {a["content"]: a for a in added.values()}
-    extra = [str(t) for t in (getattr(tokenizer, "extra_special_tokens", None) or [])]
+    extra = getattr(tokenizer, "extra_special_tokens", None) or []
+    extra = [str(t) for t in (extra.values() if isinstance(extra, dict) else extra)]   # a dict names its tokens
 
     write_text_atomic(folder / "added_tokens.json", _dump({a["content"]: i for i, a in added.items() if i >= base}))
 

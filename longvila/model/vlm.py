@@ -152,6 +152,7 @@ class LongVILAForCausalLM(PreTrainedModel):
         (proj / "config.json").write_text(json.dumps(self.config.mm_projector_cfg, indent=2) + "\n")
         state = {k: v.detach().contiguous() for k, v in self.mm_projector.state_dict().items()}
         save_file(state, str(proj / "model.safetensors"), metadata={"format": "pt"})
+        self.config.model_dtype = str(self.llm.dtype)          # the release's "torch.bfloat16" style
         self.config.save_pretrained(root)
 
     def _save_vision_tower(self, folder: Path) -> None:

@@ -173,6 +173,10 @@ def test_save_load_round_trip_is_bit_identical(released, tmp_path):
     cfg = json.loads((tmp_path / "again/config.json").read_text())
     assert cfg["model_type"] == "llava_llama" and cfg["architectures"] == ["LlavaLlamaModel"]
     assert cfg["llm_cfg"]["hidden_size"] == 64 and cfg["interpolate_mode"] == "linear"
+    assert cfg["model_dtype"] == "torch.float32" and cfg["mm_projector_cfg"]["token_order"] == "row"
+    vision = json.loads((tmp_path / "again/vision_tower/config.json").read_text())
+    assert vision["torch_dtype"] == "float32" and vision["architectures"] == ["SiglipVisionModel"]
+    assert all(k.startswith("vision_model.") for k in load_file(str(tmp_path / "again/vision_tower/model.safetensors")))
 
 
 def test_rope_theta_and_linear_scaling_are_honoured(tmp_path):
