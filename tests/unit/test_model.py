@@ -30,7 +30,7 @@ class ReleaseDownSample(nn.Module):
         return reference_downsample(x, int(round(x.shape[1] ** 0.5)), self.order)
 
 
-def write_released_checkpoint(root, rope=None, order=None, order_in="mm_projector"):
+def write_released_checkpoint(root, rope=None, order=None, order_in="mm_projector", image_size=32):
     """A tiny checkpoint in the released on-disk layout, written with Transformers' own classes, the release's
     projector module structure and key names (`vision_model.` SigLIP keys, `layers.1/2/4` projector keys):
     independent of longvila's saver. `order` ("row", "column" or None = absent) goes into mm_projector/config.json
@@ -38,7 +38,7 @@ def write_released_checkpoint(root, rope=None, order=None, order_in="mm_projecto
     torch.manual_seed(0)
     llm_kw, vis_kw = SIZES["tiny"]
     llm_cfg = Qwen2Config(**{**llm_kw, **(rope or {})})
-    vis_cfg = SiglipVisionConfig(**vis_kw)
+    vis_cfg = SiglipVisionConfig(**{**vis_kw, "image_size": image_size})   # 32 px: 8x8 patches; 28 px: 7x7
     Qwen2ForCausalLM(llm_cfg).save_pretrained(root / "llm", max_shard_size="20MB")  # sharded + index, as released
     vision = SiglipVisionModel(vis_cfg)
     vision.save_pretrained(root / "vision_tower")
@@ -78,13 +78,15 @@ def check_against_reference(root, proj, order):
     model = AutoModel.from_pretrained(root)
     assert isinstance(model, LongVILAForCausalLM) and model.mm_projector.token_order == order
     torch.manual_seed(1)
-    frames = torch.randn(3, 3, 32, 32)
+    size = model.vision_tower.config.image_size
+    frames = torch.randn(3, 3, size, size)
     ids = torch.tensor([151644, 872, 198, VIDEO_ID, 3838, 374, 419, 30, 151645])
     vision = SiglipVisionModel.from_pretrained(root / "vision_tower").eval()
     llm = Qwen2ForCausalLM.from_pretrained(root / "llm").eval()
     with torch.no_grad():
-        feats = vision(pixel_values=frames, output_hidden_states=True).hidden_states[-2]   # [3, 64, 32]
-        tokens = proj[1:](reference_downsample(feats, 8, order))                             # [3, 16, 64]
+        feats = vision(pixel_values=frames, output_hidden_states=True).hidden_states[-2]   # [3, h*h, 32]
+        h = size // 4
+        tokens = proj[1:](reference_downsample(feats, h, order))                             # [3, ceil(h/2)^2, 64]
         torch.testing.assert_close(model.encode_frames(frames), tokens, atol=1e-6, rtol=0)
         emb = llm.get_input_embeddings()
         newline = emb(torch.tensor([NEWLINE_ID]))[0]
@@ -96,7 +98,7 @@ def check_against_reference(root, proj, order):
         got_media = model.media_embeds(model.encode_frames(frames), NEWLINE_ID)
         embeds, _ = model.splice(ids, [got_media], {VIDEO_ID})
         got = model(inputs_embeds=embeds[None]).logits
-    assert got.shape == (1, len(ids) - 1 + 3 * 17, SIZES["tiny"][0]["vocab_size"])
+    assert got.shape == (1, len(ids) - 1 + 3 * (((h + 1) // 2) ** 2 + 1), SIZES["tiny"][0]["vocab_size"])
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     return model
 
@@ -107,9 +109,10 @@ def test_automodel_loads_the_released_layout_and_matches_the_reference(released)
     assert isinstance(AutoModelForCausalLM.from_pretrained(root), LongVILAForCausalLM)
 
 
+@pytest.mark.parametrize("image_size", [32, 28])    # even (8x8) and odd (7x7, zero-padded) patch grids
 @pytest.mark.parametrize("order, where", [("row", "mm_projector"), ("column", "mm_projector"), ("column", "config")])
-def test_token_order_is_read_from_the_checkpoint(tmp_path, order, where):
-    proj = write_released_checkpoint(tmp_path, order=order, order_in=where)
+def test_token_order_is_read_from_the_checkpoint(tmp_path, order, where, image_size):
+    proj = write_released_checkpoint(tmp_path, order=order, order_in=where, image_size=image_size)
     model = check_against_reference(tmp_path, proj, order)
     model.save_pretrained(tmp_path / "again")
     assert json.loads((tmp_path / "again/mm_projector/config.json").read_text())["token_order"] == order
