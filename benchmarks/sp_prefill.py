@@ -61,7 +61,7 @@ def _inputs(model, tokens: int, with_frames: bool):
     return frames, torch.tensor(TEXT_IDS[:3] + [VIDEO_ID] + TEXT_IDS[3:])
 
 
-def _one_ttft(model, frames, ids, dims, layout):
+def _one_ttft(model, frames, ids, dims):
     from longvila.parallel.sp_inference import encode_video_sharded, sp_greedy
 
     device = model.device
@@ -72,7 +72,7 @@ def _one_ttft(model, frames, ids, dims, layout):
         embeds, _ = model.splice(ids.to(device), media, {VIDEO_ID})
     _sync(device)
     encode_s = time.perf_counter() - start
-    out = sp_greedy(model, embeds, dims, max_new_tokens=1, layout=layout)
+    out = sp_greedy(model, embeds, dims, max_new_tokens=1)
     return encode_s, out.prefill_s, out.prompt_len
 
 
@@ -82,14 +82,14 @@ def _rank(rank: int, world: int, cfg: dict) -> dict:
     device = torch.device("cuda", torch.cuda.current_device()) if cfg["gpu"] else torch.device("cpu")
     if not cfg["gpu"]:
         torch.set_num_threads(cfg["threads"])
-    dims = ParallelDims(*cfg["case"], world_size=world).build()
+    dims = ParallelDims(*cfg["case"], world_size=world, layout=cfg["layout"]).build()
     model = _build(cfg["size"], device)
     small_frames, small_ids = _inputs(model, 64 * dims.sp_degree, cfg["frames"])
-    _one_ttft(model, small_frames, small_ids, dims, cfg["layout"])                         # warm-up
+    _one_ttft(model, small_frames, small_ids, dims)                                        # warm-up
     frames, ids = _inputs(model, cfg["tokens"], cfg["frames"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    runs = [_one_ttft(model, frames, ids, dims, cfg["layout"]) for _ in range(cfg["repeat"])]
+    runs = [_one_ttft(model, frames, ids, dims) for _ in range(cfg["repeat"])]
     best = min(runs, key=lambda r: r[0] + r[1])
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return dict(encode_s=best[0], prefill_s=best[1], tokens=best[2], peak_gib=peak)

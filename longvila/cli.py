@@ -138,12 +138,12 @@ def _eval_needle(args: argparse.Namespace) -> int:
         get_logger().info(f"eval needle: no --needles, using the built-in colour needles ({needles})")
     kwargs = {"model_dir": args.model, "haystack": args.haystack, "needles_dir": needles, "out_dir": out,
               "frames": frames, "depths": args.depths, "cache_dir": args.cache_dir or out / "cache",
-              "layout": args.layout, "progress": not args.quiet}
+              "progress": not args.quiet}
     if ulysses * ring == 1:
         summary = evaluate_needle(**kwargs)
     else:
         world = ulysses * ring
-        summary = launch_local(needle_rank, world, {**kwargs, "ulysses": ulysses, "ring": ring},
+        summary = launch_local(needle_rank, world, {**kwargs, "ulysses": ulysses, "ring": ring, "layout": args.layout},
                                device=default_device(world))[0]
     print(f"Average Accuracy: {summary['avg_accuracy']} (chance {summary['chance']:.3f}); {out}/heatmap.png",
           flush=True)

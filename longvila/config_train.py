@@ -219,7 +219,7 @@ def check_training(cfg) -> list[dict]:
         _check(not t.cluster.gpus_per_node or ulysses <= t.cluster.gpus_per_node, f"{key}.ulysses",
                f"{ulysses} exceeds gpus_per_node {t.cluster.gpus_per_node}: Ulysses groups stay inside a node")
         try:
-            dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=world)
+            dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=world, layout=t.layout)
             dims.validate_heads(heads, kv)
         except ValueError as e:
             raise ValueError(f"config 'train.{key}': {e} ({cfg.model.size}: {heads} heads / {kv} KV heads; "
@@ -235,7 +235,7 @@ def check_training(cfg) -> list[dict]:
                f"{s.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
         dims = topology(key, s.nodes, s.ulysses, s.ring)
         seq = contexts[s.context]
-        div = dims.seq_len_divisor(t.layout)
+        div = dims.seq_len_divisor()
         _check(seq % div == 0, f"{key}.context", f"seq_len {seq} is not a multiple of {div} ({t.layout} over "
                                                  f"SP {dims.sp_degree})")
         _check(s.max_positions >= seq and s.rope_theta > 0, f"{key}.max_positions",
@@ -260,7 +260,7 @@ def check_training(cfg) -> list[dict]:
         dims = topology(key, r.nodes, r.ulysses, r.ring)
         _check(r.frames >= dims.sp_degree, f"{key}.frames",
                f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")
-        div = dims.seq_len_divisor(t.layout)
+        div = dims.seq_len_divisor()
         _check(r.max_length % div == 0, f"{key}.max_length", f"{r.max_length} is not a multiple of {div}")
         plan.append({"run": f"stage5/{r.frames}f", "world": dims.world_size, "sp": f"{r.ulysses}x{r.ring}",
                      "dp": dims.dp_degree, "frames": r.frames,

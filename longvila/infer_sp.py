@@ -26,7 +26,7 @@ from longvila.utils.ranks import launch_local, parse_sp
 
 # ---------------------------------------------------------------- answering (any rank)
 def sp_answer_ids(model, tokenizer, prompt: str, dims, *, video=None, image=None, frames=None, num_frames: int = 8,
-                  max_new_tokens: int = 64, stop_at_eos: bool = True, layout: str = "zigzag", backend: str = "auto",
+                  max_new_tokens: int = 64, stop_at_eos: bool = True, backend: str = "auto",
                   progress: bool = False):
     """Greedy answer ids to `prompt` about a video file, an image file, uint8 `frames` [N, H, W, 3], or text only,
     as `longvila.model.inference.answer` builds it, with MM-SP prefill and a sharded KV cache.
@@ -56,7 +56,7 @@ def sp_answer_ids(model, tokenizer, prompt: str, dims, *, video=None, image=None
         tok = tokenize_conversation(tokenizer, record, kind, add_generation_prompt=True)
         media_ids = {tokenizer.convert_tokens_to_ids(t) for t in MEDIA_TOKENS.values()}
         embeds_LD, _ = model.splice(torch.tensor(tok.input_ids, device=model.device), media, media_ids)
-    out = sp_greedy(model, embeds_LD, dims, max_new_tokens=max_new_tokens, layout=layout, backend=backend,
+    out = sp_greedy(model, embeds_LD, dims, max_new_tokens=max_new_tokens, backend=backend,
                     eos_token_id=tokenizer.convert_tokens_to_ids(IM_END) if stop_at_eos else None)
     out.encode_s = encode_s
     return out
@@ -89,7 +89,7 @@ def _infer_rank(rank: int, world_size: int, opts: dict) -> str | None:
     from longvila.model.inference import load_for_inference
     from longvila.parallel.dims import ParallelDims
 
-    dims = ParallelDims(*opts["sp"], world_size=world_size)
+    dims = ParallelDims(*opts["sp"], world_size=world_size, layout=opts["layout"])
     if world_size > 1:
         dims.build()
     cuda = opts["device"] == "cuda"
@@ -101,7 +101,7 @@ def _infer_rank(rank: int, world_size: int, opts: dict) -> str | None:
     if cuda:
         model.to(torch.device("cuda", torch.cuda.current_device()))
     out = sp_answer_ids(model, tokenizer, opts["prompt"], dims, video=opts["video"], image=opts["image"],
-                        num_frames=opts["num_frames"], max_new_tokens=opts["max_new_tokens"], layout=opts["layout"],
+                        num_frames=opts["num_frames"], max_new_tokens=opts["max_new_tokens"],
                         progress=opts["progress"] and rank == 0)
     get_logger().info(f"infer --sp {dims.ulysses}x{dims.ring}: {out.prompt_len} prompt tokens; time to first token "
                       f"{out.ttft_s:.2f} s (media {out.encode_s:.2f} s, prefill {out.prefill_s:.2f} s); "

@@ -42,12 +42,13 @@ def needle_run(config: str, overrides: list[str], model: str, haystack: str, nee
 
     cfg = load_config_file(config, overrides)
     n = cfg.eval.needle
-    dims = ParallelDims(ulysses=n.ulysses, ring=n.ring, world_size=dist.get_world_size()).build()
+    dims = ParallelDims(ulysses=n.ulysses, ring=n.ring, world_size=dist.get_world_size(),
+                        layout=cfg.train.layout).build()
     frames = frame_grid(n.max_frames, n.interval)
     claim_run_dir(run_dir, {"haystack": haystack_key(model, haystack, max(frames)), "needles": file_stamps(needles),
                             "depths": n.depths}, dist.get_rank(), state=("cells",))
     evaluate_needle(model, haystack, needles, run_dir, frames, n.depths, dims, cache_dir=cache_dir,
-                    layout=cfg.train.layout, trained_frames=trained_frames)
+                    trained_frames=trained_frames)
 
 
 def main(argv: list[str] | None = None) -> int:

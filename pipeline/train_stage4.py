@@ -33,7 +33,8 @@ def train_step(config: str, overrides: list[str], step: int, init: str, shards: 
 
     cfg = load_config_file(config, overrides)
     s = cfg.train.stage4[step]
-    dims = ParallelDims(ulysses=s.ulysses, ring=s.ring, world_size=dist.get_world_size()).build()
+    dims = ParallelDims(ulysses=s.ulysses, ring=s.ring, world_size=dist.get_world_size(),
+                        layout=cfg.train.layout).build()
     return run_stage4_step(cfg, step, init, shards, run_dir, out, dims, stop_after=stop_after)
 
 

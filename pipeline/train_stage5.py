@@ -31,7 +31,8 @@ def train_run(config: str, overrides: list[str], run: int, init: str, data: list
 
     cfg = load_config_file(config, overrides)
     r = cfg.train.stage5[run]
-    dims = ParallelDims(ulysses=r.ulysses, ring=r.ring, world_size=dist.get_world_size()).build()
+    dims = ParallelDims(ulysses=r.ulysses, ring=r.ring, world_size=dist.get_world_size(),
+                        layout=cfg.train.layout).build()
     result = run_stage5(cfg, run, init, data, media, run_dir, out, dims, stop_after=stop_after)
     return {"losses": result["losses"], "step": result["step"], "skipped": result["skipped"]}
 

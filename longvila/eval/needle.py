@@ -92,18 +92,17 @@ def build_sequence(model, tokenizer, haystack_FTD: torch.Tensor, needle_TD: torc
 
 
 @torch.no_grad()
-def predict_answer(model, embeds_LD: torch.Tensor, answer_start: int, answer_len: int, dims=None,
-                   layout: str = "zigzag") -> list[int]:
+def predict_answer(model, embeds_LD: torch.Tensor, answer_start: int, answer_len: int, dims=None) -> list[int]:
     """Teacher-forced argmax at the answer positions [answer_start - 1, answer_start + answer_len - 1), with
     the prefill sharded over the SP group of `dims` (every rank returns the same ids)."""
     from longvila.parallel.layout import local_indices
 
     p = 1 if dims is None else dims.sp_degree
-    divisor = 1 if p == 1 else dims.seq_len_divisor(layout)
+    divisor = 1 if p == 1 else dims.seq_len_divisor()
     pad = -len(embeds_LD) % divisor
     embeds = torch.cat([embeds_LD, embeds_LD.new_zeros(pad, embeds_LD.shape[1])])
     rank = 0 if p == 1 else dims.axis_rank("sp")
-    idx = local_indices(len(embeds), p, rank, layout).to(embeds.device)
+    idx = local_indices(len(embeds), p, rank, "zigzag" if p == 1 else dims.layout).to(embeds.device)
     first = answer_start - 1
     keep = ((idx >= first) & (idx < first + answer_len)).nonzero().flatten()
     out = model(inputs_embeds=embeds[idx][None], position_ids=idx[None], logits_to_keep=keep)
@@ -121,8 +120,7 @@ def _owner(dims) -> bool:
 
 
 def run_grid(model, tokenizer, haystack_FTD: torch.Tensor, needles: list[dict], frames: list[int],
-             depths: list[float], out_dir: str | Path, dims=None, layout: str = "zigzag",
-             progress: bool = True) -> int:
+             depths: list[float], out_dir: str | Path, dims=None, progress: bool = True) -> int:
     """Evaluate every missing cell of frames x depths (needles: [{"embeds": [T, D], "question", "answer",
     "name"}]); SP rank 0 of the cell's DP group writes cells/<cell>.json. Returns the cells evaluated here."""
     import torch.distributed as dist
@@ -146,7 +144,7 @@ def run_grid(model, tokenizer, haystack_FTD: torch.Tensor, needles: list[dict], 
         for nd in needles:
             embeds, start, answer_ids = build_sequence(model, tokenizer, haystack_FTD[:f], nd["embeds"], d,
                                                        nd["question"], nd["answer"], newline_id)
-            pred = predict_answer(model, embeds, start, len(answer_ids), dims, layout)
+            pred = predict_answer(model, embeds, start, len(answer_ids), dims)
             text = tokenizer.decode(pred, skip_special_tokens=True)
             rows.append({"needle": nd["name"], "answer": nd["answer"], "prediction": text,
                          "correct": exact_match(text, nd["answer"]), "tokens": len(embeds)})

@@ -38,7 +38,7 @@ def chance_of(needles: list[dict]) -> float:
 @torch.no_grad()
 def evaluate_needle(model_dir: str | Path, haystack: str | Path, needles_dir: str | Path, out_dir: str | Path,
                     frames: list[int], depths: list[float], dims=None, cache_dir: str | Path | None = None,
-                    layout: str = "zigzag", trained_frames: int | None = None, progress: bool = True) -> dict | None:
+                    trained_frames: int | None = None, progress: bool = True) -> dict | None:
     """Run the grid; rank 0 returns the summary (other ranks None). See the module docstring."""
     import torch.distributed as dist
 
@@ -53,7 +53,7 @@ def evaluate_needle(model_dir: str | Path, haystack: str | Path, needles_dir: st
     if dims is not None and dims.sp_degree > 1:
         from longvila.parallel.parallelize import apply_sequence_parallel
 
-        apply_sequence_parallel(model, dims, layout=layout)
+        apply_sequence_parallel(model, dims)
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir else Path(out_dir) / "cache"
     hay = cached_haystack(model, model_dir, haystack, max(frames), cache, dims, progress=progress and rank == 0)
@@ -62,7 +62,7 @@ def evaluate_needle(model_dir: str | Path, haystack: str | Path, needles_dir: st
     for nd in needles:
         nd["embeds"] = model.encode_frames(preprocess_frames(nd["image"][None], size).to(device))[0]
     t1 = time.perf_counter()
-    done = run_grid(model, tokenizer, hay, needles, frames, depths, out_dir, dims, layout, progress)
+    done = run_grid(model, tokenizer, hay, needles, frames, depths, out_dir, dims, progress)
     t2 = time.perf_counter()
     if rank:
         return None
@@ -71,7 +71,8 @@ def evaluate_needle(model_dir: str | Path, haystack: str | Path, needles_dir: st
                "chance": chance_of(needles), "trained_frames": trained_frames,
                "rope": rope_settings(model.llm.config),
                "sp": {"ulysses": 1 if dims is None else dims.ulysses, "ring": 1 if dims is None else dims.ring,
-                      "layout": layout, "world": 1 if dims is None else dims.world_size},
+                      "layout": "zigzag" if dims is None else dims.layout,
+                      "world": 1 if dims is None else dims.world_size},
                "seconds": {"encode": round(t1 - t0, 2), "grid": round(t2 - t1, 2)}, "cells_run": done}
     summary = write_outputs(out_dir, frames, depths, summary)
     get_logger().info(f"needle: {summary['cells']} cells ({done} run here, SP {p}), mean {summary['avg_accuracy']:.3f}"
@@ -83,5 +84,6 @@ def needle_rank(rank: int, world: int, kwargs: dict) -> dict | None:
     """`launch_local` target: one rank of `evaluate_needle` with ulysses x ring from kwargs."""
     from longvila.parallel import ParallelDims
     kwargs = dict(kwargs)
-    dims = ParallelDims(ulysses=kwargs.pop("ulysses"), ring=kwargs.pop("ring"), world_size=world).build()
+    dims = ParallelDims(ulysses=kwargs.pop("ulysses"), ring=kwargs.pop("ring"), world_size=world,
+                        layout=kwargs.pop("layout", "zigzag")).build()
     return evaluate_needle(dims=dims, **kwargs)

@@ -1,10 +1,11 @@
 """Multi-modal sequence parallelism (MM-SP): topology, layouts, collectives, attention.
 
-Public API: `ParallelDims`, `shard_sequence`, `gather_sequence`, `sp_attention`, `apply_sequence_parallel`
-(the last imports Transformers: `from longvila.parallel.parallelize import apply_sequence_parallel`).
+Public API: `ParallelDims` (the topology, and the sequence layout: `ParallelDims(ulysses, ring, world_size,
+layout="zigzag")`), `shard_sequence`, `gather_sequence`, `sp_attention`, `apply_sequence_parallel` (which
+imports Transformers on first use).
 
-The names are loaded on first use (PEP 562), so `from longvila.parallel.dims import ParallelDims` -- the
-topology arithmetic the config checks use at DAG build -- does not import torch.
+The names are loaded on first use (PEP 562), so `from longvila.parallel import ParallelDims` -- the topology
+arithmetic the config checks use at DAG build -- does not import torch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib
 
 _EXPORTS = {
     "sp_attention": "longvila.parallel.attention",
+    "apply_sequence_parallel": "longvila.parallel.parallelize",
+    "LAYOUTS": "longvila.parallel.dims",
     "ParallelDims": "longvila.parallel.dims",
     "valid_ulysses_degrees": "longvila.parallel.dims",
     "gather_sequence": "longvila.parallel.layout",

@@ -37,14 +37,15 @@ def _kv_for_ulysses(k: torch.Tensor, ulysses: int) -> torch.Tensor:
 
 
 def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: ParallelDims, *, causal: bool = True,
-                 cu_seqlens: torch.Tensor | None = None, backend: str = "auto", layout: str = "zigzag",
+                 cu_seqlens: torch.Tensor | None = None, backend: str = "auto", layout: str | None = None,
                  scale: float | None = None, seq_len: int | None = None, return_lse: bool = False,
                  stats: Counter | None = None):
     """Attention over the SP group's sequence, from and to this rank's shard.
 
     Args:
-        q: [B, S_loc, H, D]; k, v: [B, S_loc, Hkv, D], laid out by `shard_sequence(..., layout)`.
-        dims: the topology (groups built, or world size 1).
+        q: [B, S_loc, H, D]; k, v: [B, S_loc, Hkv, D], laid out by `shard_sequence(..., dims)`.
+        dims: the topology (groups built, or world size 1) and the layout (`dims.layout`; a `layout` given
+            must equal it).
         cu_seqlens: global boundaries of packed samples ([0, ..., S]); each sample attends only to itself.
         backend: "auto", "math", "torch_cpu" or "flash_attn" (the per-block kernel).
         seq_len: global sequence length. Default: S_loc x P for zigzag (shards are always equal); for the
@@ -56,12 +57,13 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     Process groups: dims.group("ulysses") (all-to-all), dims.group("ring") (point-to-point).
     """
     kernel = get_kernel(backend, q)
+    layout = dims.check_layout(layout)
     dims.validate_heads(q.shape[2], k.shape[2])
     if dims.sp_degree > 1 and dims.group("sp") is None:
         raise ValueError(f"ParallelDims(ulysses={dims.ulysses}, ring={dims.ring}) has no process groups; call "
                          "dims.build() after init_process_group on every rank")
     if seq_len is None:
-        seq_len = infer_seq_len(q.shape[1], dims, layout)
+        seq_len = infer_seq_len(q.shape[1], dims)
     if seq_len < dims.sp_degree:
         raise ValueError(f"a {seq_len}-token sequence cannot be split over {dims.sp_degree} SP ranks; "
                          "give every rank at least one token (pad, or use a smaller SP degree)")
@@ -97,7 +99,7 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
 def _blocks(seq_len, ulysses, ring, ring_rank, layout, causal, cu_key, scale) -> tuple[Block, ...]:
     """The ring steps' blocks of one layout, memoised: every layer and step of a run reuses them, with their
     varlen plans and device index tensors, instead of planning (and syncing the device) per call."""
-    dims = ParallelDims(ulysses=ulysses, ring=ring)
+    dims = ParallelDims(ulysses=ulysses, ring=ring, layout=layout)
     cu = None if cu_key is None else torch.tensor(cu_key)
     q_pos = _group_positions(seq_len, dims, ring_rank, layout)
     return tuple(Block(q_pos, _group_positions(seq_len, dims, (ring_rank - t) % ring, layout), causal, cu, scale)

@@ -5,7 +5,7 @@ data-parallel replicas follow each other (DP = world_size / P). Inside an SP gro
 [g0, g0 + P), Ulysses groups are contiguous runs of `ulysses` ranks (intra-node) and ring groups take every
 `ulysses`-th rank (inter-node). The SP rank of a process is `ring_rank * ulysses + ulysses_rank`.
 
-    dims = ParallelDims(ulysses=2, ring=2, world_size=8)   # validates, creates no process group
+    dims = ParallelDims(ulysses=2, ring=2, world_size=8)   # validates, creates no process group (layout zigzag)
     dims.validate_heads(num_heads=28, num_kv_heads=4)
     dims.build()                                           # after init_process_group: creates the groups
 """
@@ -21,25 +21,33 @@ def valid_ulysses_degrees(num_heads: int, num_kv_heads: int) -> list[int]:
             and (num_kv_heads % u == 0 or (u > num_kv_heads and u % num_kv_heads == 0))]
 
 
+LAYOUTS = ("zigzag", "contiguous")   # how a sequence lies over the SP ranks: longvila.parallel.layout
+
+
 @dataclass
 class ParallelDims:
-    """Degrees of sequence parallelism (Ulysses x ring) and the data parallelism they leave.
+    """Degrees of sequence parallelism (Ulysses x ring), the data parallelism they leave, and the sequence
+    layout over the SP ranks: one object, so sharding and attention can never disagree on where tokens are.
 
     Args:
         ulysses: Ulysses (all-to-all, head-split) degree U.
         ring: ring (point-to-point, sequence-split) degree R.
         world_size: number of processes; default: the current process group's size (or U x R).
+        layout: "zigzag" (2P chunks, rank s holds s and 2P-1-s: causal work balanced) or "contiguous".
     """
 
     ulysses: int = 1
     ring: int = 1
     world_size: int | None = None
+    layout: str = "zigzag"
     rank: int = 0
     _groups: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.ulysses < 1 or self.ring < 1:
             raise ValueError(f"ulysses={self.ulysses}, ring={self.ring}: both degrees must be >= 1")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; use one of {LAYOUTS}")
         if self.world_size is None:
             import torch.distributed as dist          # here, not at import: the config checks stay torch-free
 
@@ -62,10 +70,18 @@ class ParallelDims:
             raise ValueError(f"ulysses={self.ulysses} cannot split {num_heads} query / {num_kv_heads} KV heads; "
                              f"valid Ulysses degrees: {valid_ulysses_degrees(num_heads, num_kv_heads)}")
 
-    def seq_len_divisor(self, layout: str = "zigzag") -> int:
+    def check_layout(self, layout: str | None = None) -> str:
+        """`self.layout`; a `layout` given anyway (the library's functions still take one) must equal it."""
+        if layout is None or layout == self.layout:
+            return self.layout
+        raise ValueError(f"layout={layout!r} but ParallelDims(ulysses={self.ulysses}, ring={self.ring}) has layout="
+                         f"{self.layout!r}: the layout belongs to the topology; build ParallelDims(..., "
+                         f"layout={layout!r}) and pass no layout= to the functions that use it")
+
+    def seq_len_divisor(self, layout: str | None = None) -> int:
         """Pad sequences to multiples of this: 2P for zigzag (required), P for contiguous (equal shards; uneven
         contiguous shards also work, at the cost of one tiny all-gather of lengths per attention call)."""
-        return 2 * self.sp_degree if layout == "zigzag" else self.sp_degree
+        return 2 * self.sp_degree if self.check_layout(layout) == "zigzag" else self.sp_degree
 
     # ------------------------------------------------------------------ ranks (pure arithmetic)
     def coords(self, rank: int) -> dict[str, int]:

@@ -6,8 +6,10 @@ Layouts over the SP degree P = ulysses x ring (SP rank s = ring_rank * ulysses +
               global length with a tiny all-gather unless given `seq_len=`). At least one token per rank.
   zigzag      the sequence in 2P equal chunks; rank s holds chunks s and 2P - 1 - s (TransformerEngine's
               global dual-chunk split). Causal work is balanced: every rank gets one early and one late chunk.
-The data loader shards with the same function whatever the U x R split; attention kernels recover global
-positions with `global_positions`.
+The layout is a property of the topology (`ParallelDims.layout`): `shard_sequence`, `gather_sequence`,
+`sp_attention` and everything above them read it from `dims`, so a shard can never meet an attention built
+for another layout. The data loader shards with the same function whatever the U x R split; attention
+kernels recover global positions with `global_positions`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from collections import Counter
 import torch
 
 from longvila.parallel.comm import gather_along
-from longvila.parallel.dims import ParallelDims
-
-LAYOUTS = ("zigzag", "contiguous")
+from longvila.parallel.dims import LAYOUTS, ParallelDims
 
 
 def local_indices(seq_len: int, sp_degree: int, sp_rank: int, layout: str = "zigzag") -> torch.Tensor:
@@ -40,11 +40,11 @@ def local_indices(seq_len: int, sp_degree: int, sp_rank: int, layout: str = "zig
     return torch.cat([torch.arange(i * c, (i + 1) * c) for i in (sp_rank, parts - 1 - sp_rank)])
 
 
-def infer_seq_len(local_len: int, dims: ParallelDims, layout: str) -> int:
+def infer_seq_len(local_len: int, dims: ParallelDims, layout: str | None = None) -> int:
     """The global length from this rank's shard: x P for zigzag (equal shards); for contiguous, the sum of
     every rank's length (a tiny all-gather over the SP group, not counted as payload), so that uneven shards
     give the same answer on every rank."""
-    if dims.sp_degree == 1 or layout == "zigzag":
+    if dims.sp_degree == 1 or dims.check_layout(layout) == "zigzag":
         return local_len * dims.sp_degree
     import torch.distributed as dist
 
@@ -66,21 +66,23 @@ def global_positions(seq_len: int, sp_degree: int, layout: str = "zigzag") -> to
     return torch.cat([local_indices(seq_len, sp_degree, r, layout) for r in range(sp_degree)])
 
 
-def shard_sequence(x: torch.Tensor, dims: ParallelDims, dim: int = 1, layout: str = "zigzag") -> torch.Tensor:
-    """This rank's part of the full sequence `x` (same on every SP rank), along `dim`."""
+def shard_sequence(x: torch.Tensor, dims: ParallelDims, dim: int = 1, layout: str | None = None) -> torch.Tensor:
+    """This rank's part of the full sequence `x` (same on every SP rank), along `dim`, in `dims.layout`
+    (`layout`, if given, must equal it)."""
+    layout = dims.check_layout(layout)
     idx = local_indices(x.shape[dim], dims.sp_degree, dims.axis_rank("sp"), layout).to(x.device)
     return x.index_select(dim, idx)
 
 
-def gather_sequence(x_local: torch.Tensor, dims: ParallelDims, dim: int = 1, layout: str = "zigzag",
+def gather_sequence(x_local: torch.Tensor, dims: ParallelDims, dim: int = 1, layout: str | None = None,
                     stats: Counter | None = None, seq_len: int | None = None) -> torch.Tensor:
     """The full sequence on every SP rank from the local shards (autograd: gradients flow back to the
     shard that each token came from, summed over the ranks that used it).
 
     `seq_len`: the global length (default: inferred, see `infer_seq_len`).
     """
-    p = dims.sp_degree
-    seq_len = infer_seq_len(x_local.shape[dim], dims, layout) if seq_len is None else seq_len
+    p, layout = dims.sp_degree, dims.check_layout(layout)
+    seq_len = infer_seq_len(x_local.shape[dim], dims) if seq_len is None else seq_len
     lengths = shard_lengths(seq_len, p, layout)
     if x_local.shape[dim] != lengths[dims.axis_rank("sp")]:
         raise ValueError(f"SP rank {dims.axis_rank('sp')} holds {x_local.shape[dim]} tokens, but a {seq_len}-token "

@@ -47,13 +47,13 @@ class SPInputs:
 
 
 def prepare_sp_inputs(model, input_ids_L: torch.Tensor, frames_N3HW: torch.Tensor, labels_L: torch.Tensor,
-                      dims: ParallelDims, *, media_token_id: int, newline_id: int, layout: str = "zigzag") -> SPInputs:
+                      dims: ParallelDims, *, media_token_id: int, newline_id: int) -> SPInputs:
     """This rank's attention inputs for one sample with one video (see the module docstring)."""
     media = model.media_embeds(encode_frames_sharded(model, frames_N3HW, dims), newline_id)
     embeds, labels = model.splice(input_ids_L, [media], {media_token_id}, labels_L)
-    pad = -len(embeds) % dims.seq_len_divisor(layout)
+    pad = -len(embeds) % dims.seq_len_divisor()
     embeds = torch.cat([embeds, embeds.new_zeros(pad, embeds.shape[1])])
     targets = torch.cat([labels[1:], labels.new_full((1 + pad,), IGNORE_INDEX)])
     positions = torch.arange(len(embeds), device=embeds.device)
-    shard = lambda t: shard_sequence(t, dims, dim=0, layout=layout)
+    shard = lambda t: shard_sequence(t, dims, dim=0)
     return SPInputs(shard(embeds), shard(positions), shard(targets), int((targets != IGNORE_INDEX).sum()))

@@ -21,8 +21,9 @@ from longvila.parallel.attention import sp_attention
 from longvila.parallel.dims import ParallelDims
 
 
-def apply_sequence_parallel(model, dims: ParallelDims, *, layout: str = "zigzag", backend: str = "auto") -> str:
-    """Make `model`'s LLM attend over the SP group of `dims` (in place); returns the registered name.
+def apply_sequence_parallel(model, dims: ParallelDims, *, backend: str = "auto") -> str:
+    """Make `model`'s LLM attend over the SP group of `dims`, in `dims.layout` (in place); returns the
+    registered name.
 
     `backend`: the block kernel of `sp_attention` ("auto", "math", "torch_cpu", "flash_attn").
     """
@@ -30,12 +31,12 @@ def apply_sequence_parallel(model, dims: ParallelDims, *, layout: str = "zigzag"
     cfg = llm.config
     dims.validate_heads(cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads))
     # Transformers treats any implementation name containing "flash" as a flash-attn kernel to load: keep it out
-    name = f"longvila_sp_u{dims.ulysses}_r{dims.ring}_{layout}_{backend.replace('flash_attn', 'fused')}_{id(dims):x}"
+    name = f"longvila_sp_u{dims.ulysses}_r{dims.ring}_{dims.layout}_{backend.replace('flash_attn', 'fused')}_{id(dims):x}"
 
     def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         # Transformers passes [B, H, S_loc, D]; sp_attention takes [B, S_loc, H, D]
         out = sp_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), dims, causal=True,
-                           cu_seqlens=kwargs.get("cu_seq_lens_q"), layout=layout, scale=scaling,
+                           cu_seqlens=kwargs.get("cu_seq_lens_q"), scale=scaling,
                            backend=backend)
         return out, None
 

@@ -57,15 +57,15 @@ class SPKVCache:
     """This rank's keys and values per layer ([B, S, Hkv, D]): its prompt shard's real tokens and, on the
     owner rank, the decoded tokens (room for `max_new_tokens` is reserved there)."""
 
-    def __init__(self, dims: ParallelDims, *, real_len: int, layout: str = "zigzag", backend: str = "auto",
+    def __init__(self, dims: ParallelDims, *, real_len: int, backend: str = "auto",
                  max_new_tokens: int = 0) -> None:
         if real_len < 1:
             raise ValueError("the prompt is empty; give at least one token")
-        self.dims, self.layout, self.backend, self.real_len = dims, layout, backend, real_len
-        self.seq_len = real_len + (-real_len % dims.seq_len_divisor(layout))     # padded at the end
-        self.positions = local_indices(self.seq_len, dims.sp_degree, dims.axis_rank("sp"), layout)  # [S_loc]
+        self.dims, self.layout, self.backend, self.real_len = dims, dims.layout, backend, real_len
+        self.seq_len = real_len + (-real_len % dims.seq_len_divisor())     # padded at the end
+        self.positions = local_indices(self.seq_len, dims.sp_degree, dims.axis_rank("sp"), dims.layout)  # [S_loc]
         self.keep = self.positions < real_len                                     # real tokens of the shard
-        self.owner = owner_rank(real_len, self.seq_len, dims.sp_degree, layout)
+        self.owner = owner_rank(real_len, self.seq_len, dims.sp_degree, dims.layout)
         self.is_owner = dims.axis_rank("sp") == self.owner
         self.capacity = int(self.keep.sum()) + (max_new_tokens if self.is_owner else 0)
         self.decoding = False
@@ -164,7 +164,7 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
             raise ValueError(f"decoding takes one token at a time, got {q.shape[1]}")
         return decode_attention(q, k, v, module.layer_idx, sp_cache, scaling), None
     sp_cache.store(module.layer_idx, k, v)
-    out = sp_attention(q, k, v, sp_cache.dims, causal=True, layout=sp_cache.layout, scale=scaling,
+    out = sp_attention(q, k, v, sp_cache.dims, causal=True, scale=scaling,
                        backend=sp_cache.backend, seq_len=sp_cache.seq_len)
     return out, None
 
@@ -246,7 +246,7 @@ class SPOutput:
 
 @torch.no_grad()
 def sp_greedy(model, embeds_LD: torch.Tensor, dims: ParallelDims, *, max_new_tokens: int,
-              eos_token_id: int | None = None, layout: str = "zigzag", backend: str = "auto") -> SPOutput:
+              eos_token_id: int | None = None, backend: str = "auto") -> SPOutput:
     """Greedy generation after the prompt `embeds_LD` [L, D] (the same on every rank of the SP group).
 
     Args:
@@ -260,7 +260,7 @@ def sp_greedy(model, embeds_LD: torch.Tensor, dims: ParallelDims, *, max_new_tok
         raise ValueError(f"max_new_tokens={max_new_tokens}; ask for at least one token")
     llm = getattr(model, "llm", model)
     apply_sp_inference(model, dims)
-    cache = SPKVCache(dims, real_len=len(embeds_LD), layout=layout, backend=backend, max_new_tokens=max_new_tokens)
+    cache = SPKVCache(dims, real_len=len(embeds_LD), backend=backend, max_new_tokens=max_new_tokens)
     start = time.perf_counter()
     hidden = sp_prefill(model, embeds_LD, cache)
     token = _pick(llm, hidden[cache.last_index()] if cache.is_owner else None, cache)

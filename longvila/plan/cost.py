@@ -103,7 +103,7 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
     if ulysses > hw.gpus_per_node:
         return SplitPlan(ulysses, ring, dp, f"U={ulysses} exceeds {hw.gpus_per_node} GPUs per node (a Ulysses "
                          "group stays inside a node)", None)
-    divisor = ParallelDims(ulysses=ulysses, ring=ring, world_size=hw.gpus).seq_len_divisor(layout)
+    divisor = ParallelDims(ulysses=ulysses, ring=ring, world_size=hw.gpus, layout=layout).seq_len_divisor()
     if seq_len % divisor:
         return SplitPlan(ulysses, ring, dp, f"seq_len {seq_len} is not a multiple of {divisor} ({layout} over "
                          f"P={sp})", None)

@@ -115,12 +115,12 @@ class TorchEngine:
         yield self.model
 
 
-def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims, layout: str = "zigzag"):
+def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims):
     """This rank's share of the next-token loss of one packed row [S] (stage 4): targets shifted before
     sharding, global position ids. Returns (loss share, supervised tokens in the whole row)."""
     targets = torch.cat([input_ids[1:], input_ids.new_full((1,), IGNORE_INDEX)])
     positions = torch.arange(len(input_ids), device=input_ids.device)
-    shard = lambda t: shard_sequence(t, dims, dim=0, layout=layout)
+    shard = lambda t: shard_sequence(t, dims, dim=0)
     logits = model(input_ids=shard(input_ids)[None], position_ids=shard(positions)[None]).logits[0]
     return token_mean_loss(logits, shard(targets), dims)
 

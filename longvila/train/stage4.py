@@ -77,7 +77,7 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     apply_lora(model.llm, r=t.lora_r, alpha=t.lora_alpha)
     for p in list(model.vision_tower.parameters()) + list(model.mm_projector.parameters()):
         p.requires_grad_(False)                                          # stage 4 is text only
-    apply_sequence_parallel(model, dims, layout=t.layout)
+    apply_sequence_parallel(model, dims)
     if step.gradient_checkpointing:
         enable_gradient_checkpointing(model.llm)
     warm = max(1, t.warmup_steps)
@@ -88,7 +88,7 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
 
     def loss_fn(row, total):
         with autocast(device, bf16 and t.engine == "torch"):
-            return lm_loss(model.llm, row.to(device), dims, t.layout)
+            return lm_loss(model.llm, row.to(device), dims)
 
     result = train(engine, rows, loss_fn, dims, run_dir, steps=step.steps, grad_accum=step.grad_accum,
                    save_every=step.save_every, seed=t.seed, stop_after=stop_after, rank=rank)

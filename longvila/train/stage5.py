@@ -88,7 +88,7 @@ class VideoSFTSamples:
                 "pixels": preprocess_frames(item["frames"], self.frame_size), "id": item["id"]}
 
 
-def sft_loss(model, batch: list[dict], dims, *, media_token_id: int, newline_id: int, layout: str = "zigzag",
+def sft_loss(model, batch: list[dict], dims, *, media_token_id: int, newline_id: int,
              total: int | None = None, device: torch.device | None = None):
     """This rank's share of the global token-mean loss of its micro-batch (one SP group's samples; `total` =
     the global supervised-token count to divide by, see `token_mean_loss`), and the sequence tokens (text +
@@ -102,7 +102,7 @@ def sft_loss(model, batch: list[dict], dims, *, media_token_id: int, newline_id:
     for sample in batch:
         inputs = prepare_sp_inputs(model, sample["input_ids"].to(device), sample["pixels"].to(device, dtype),
                                    sample["labels"].to(device), dims, media_token_id=media_token_id,
-                                   newline_id=newline_id, layout=layout)
+                                   newline_id=newline_id)
         # the LM head only where a target is (answers): a video SFT sequence is mostly unsupervised frame
         # tokens, and [S, 151k] logits would dominate the step; ignored positions add nothing to the loss
         keep = (inputs.targets != IGNORE_INDEX).nonzero().flatten()
@@ -159,7 +159,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
     data = VideoSFTSamples(VilaVideoDataset(train_json, media_dir, tokenizer, num_frames=run.frames), size,
                            tokens_per_frame, run.max_length)
     model.requires_grad_(True)                                         # stage 5 is a full fine-tune
-    apply_sequence_parallel(model, dims, layout=t.layout)
+    apply_sequence_parallel(model, dims)
     if run.gradient_checkpointing:
         enable_gradient_checkpointing(model.llm, model.vision_tower)
     total = optimizer_steps(len(data), dims.dp_degree, run.per_device_batch, run.grad_accum, run.epochs)
@@ -171,7 +171,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
     def loss_fn(batch, total):
         with autocast(device, bf16 and t.engine == "torch"):
             return sft_loss(model, batch, dims, media_token_id=media_token_id, newline_id=newline_id,
-                            layout=t.layout, total=total, device=device)
+                            total=total, device=device)
 
     result = train(engine, data, loss_fn, dims, run_dir, steps=total, grad_accum=run.grad_accum,
                    save_every=run.save_every, seed=t.seed, stop_after=stop_after, rank=rank,

@@ -28,7 +28,7 @@ def _sp_case(rank, world, heads, kv_heads, causal, packed, layout, ring=1, varia
     """Every variant (kernel, dtype) on the same data; `extra` tokens make the shards uneven (contiguous)."""
     from collections import Counter
 
-    dims = ParallelDims(ulysses=world // ring, ring=ring, world_size=world).build()
+    dims = ParallelDims(ulysses=world // ring, ring=ring, world_size=world, layout=layout).build()
     torch.manual_seed(0)
     b, s, d = 2, 8 * world + extra, 4
     q64, k64, v64 = (torch.randn(b, s, h, d, dtype=torch.float64) for h in (heads, kv_heads, kv_heads))
@@ -40,10 +40,10 @@ def _sp_case(rank, world, heads, kv_heads, causal, packed, layout, ring=1, varia
         grad_out = grad_out64.to(dtype)
         ref_out, ref_lse = _reference(q, k, v, causal, cu)
         (ref_out * grad_out).sum().backward()
-        shard = lambda t, dim=1: shard_sequence(t.detach(), dims, dim=dim, layout=layout)
+        shard = lambda t, dim=1: shard_sequence(t.detach(), dims, dim=dim)
         ql, kl, vl = (shard(t).requires_grad_() for t in (q, k, v))
         stats = Counter()
-        out, lse = sp_attention(ql, kl, vl, dims, causal=causal, cu_seqlens=cu, layout=layout, return_lse=True,
+        out, lse = sp_attention(ql, kl, vl, dims, causal=causal, cu_seqlens=cu, return_lse=True,
                                 stats=stats, backend=backend)     # global length inferred (uneven too)
         forward_calls, forward_p2p = stats["all_to_all.calls"], stats["p2p.calls"]
         (out * shard(grad_out)).sum().backward()
@@ -85,18 +85,18 @@ def test_uneven_contiguous_shards(ulysses, ring):
 
 
 def _gather_case(rank, world, layout, extra=0):
-    dims = ParallelDims(ulysses=world, ring=1, world_size=world).build()
+    dims = ParallelDims(ulysses=world, ring=1, world_size=world, layout=layout).build()
     torch.manual_seed(1)
     full = torch.randn(3, 4 * world + extra, 2, dtype=torch.float64)
-    local = shard_sequence(full, dims, layout=layout).requires_grad_()
-    gathered = gather_sequence(local, dims, layout=layout, seq_len=full.shape[1])
+    local = shard_sequence(full, dims).requires_grad_()
+    gathered = gather_sequence(local, dims, seq_len=full.shape[1])
     weights = torch.arange(full.numel(), dtype=torch.float64).reshape(full.shape) * (rank + 1)
     other = torch.ones_like(gathered, requires_grad=True)      # a second branch that shares the gradient
     ((gathered + other * 2) * weights).sum().backward()
     if not torch.equal(other.grad, 2 * weights):                # the gather's backward must not alter it
         return False, float("inf")
     expected = torch.arange(full.numel(), dtype=torch.float64).reshape(full.shape) * sum(range(1, world + 1))
-    return torch.equal(gathered, full), (local.grad - shard_sequence(expected, dims, layout=layout)).abs().max().item()
+    return torch.equal(gathered, full), (local.grad - shard_sequence(expected, dims)).abs().max().item()
 
 
 @pytest.mark.parametrize("layout, extra", [("zigzag", 0), ("contiguous", 0), ("contiguous", 3)],

@@ -35,16 +35,16 @@ def _reference(model, tokenizer, frames):
     return ids.tolist(), embeds, logits
 
 
-def _prefill_logits_error(model, embeds, ref_logits, dims, layout):
+def _prefill_logits_error(model, embeds, ref_logits, dims):
     """Largest |logit| difference over the real prompt positions, and the real tokens cached over the SP group."""
     import torch.distributed as dist
 
     from longvila.parallel import gather_sequence
     from longvila.parallel.sp_inference import SPKVCache, sp_prefill
 
-    cache = SPKVCache(dims, real_len=len(embeds), layout=layout)
+    cache = SPKVCache(dims, real_len=len(embeds))
     hidden = sp_prefill(model, embeds, cache)
-    full = gather_sequence(hidden, dims, dim=0, layout=layout, seq_len=cache.seq_len)
+    full = gather_sequence(hidden, dims, dim=0, seq_len=cache.seq_len)
     with torch.no_grad():
         logits = model.llm.get_output_embeddings()(full[:len(embeds)])
     cached = torch.tensor([len(cache)])
@@ -71,12 +71,12 @@ def _cases(rank, world):
         ref_frames = model.encode_frames(preprocess_frames(frames, model.vision_tower.config.image_size))
     results = {"ref": ref_ids, "prompt_len": len(embeds)}
     for ulysses, ring, layout in CASES:
-        dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=world).build()
+        dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=world, layout=layout).build()
         out = sp_answer_ids(model, tokenizer, PROMPT, dims, frames=frames, max_new_tokens=NEW_TOKENS,
-                            stop_at_eos=False, layout=layout)
+                            stop_at_eos=False)
         with torch.no_grad():
             media_err = (encode_video_sharded(model, frames, dims) - ref_frames).abs().max().item()
-        logit_err, cached, seq_len = _prefill_logits_error(model, embeds, ref_logits, dims, layout)
+        logit_err, cached, seq_len = _prefill_logits_error(model, embeds, ref_logits, dims)
         results[(ulysses, ring, layout)] = dict(ids=out.ids, logit_err=logit_err, cached=cached, seq_len=seq_len,
                                                 media_err=media_err, prompt_len=out.prompt_len,
                                                 timed=out.prefill_s > 0 and out.decode_s > 0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longvila.parallel import ParallelDims, global_positions, local_indices, valid_ulysses_degrees
+from longvila.parallel import (ParallelDims, global_positions, local_indices, shard_sequence, sp_attention,
+                               valid_ulysses_degrees)
 
 
 def test_degrees_and_groups():
@@ -78,3 +79,28 @@ def test_token_mean_loss_single_process():
     torch.testing.assert_close(doubled, 2 * loss)
     with pytest.raises(ValueError, match="no supervised token"):
         token_mean_loss(logits, torch.full((6,), -100), ParallelDims(world_size=1))
+
+
+def test_the_layout_belongs_to_the_topology():
+    """Sharding in one layout and attending in another was silently wrong by O(1); now there is one place."""
+    assert ParallelDims(ulysses=2, ring=2, world_size=4).layout == "zigzag"
+    dims = ParallelDims(ulysses=2, ring=2, world_size=4, layout="contiguous", rank=1)
+    assert dims.seq_len_divisor() == 4 and ParallelDims(ring=4, world_size=4).seq_len_divisor() == 8
+    x = torch.arange(10).view(1, 10)
+    assert shard_sequence(x, dims).tolist() == [[3, 4, 5]]                   # contiguous, uneven: ranks 3, 3, 2, 2
+    assert shard_sequence(x, dims, layout="contiguous").tolist() == [[3, 4, 5]]
+    with pytest.raises(ValueError, match="layout='zigzag' but ParallelDims\\(ulysses=2, ring=2\\) has layout="
+                                         "'contiguous': the layout belongs to the topology"):
+        shard_sequence(x, dims, layout="zigzag")
+    q = torch.zeros(1, 3, 4, 2)
+    with pytest.raises(ValueError, match="the layout belongs to the topology"):
+        sp_attention(q, q, q, dims, layout="zigzag")
+    with pytest.raises(ValueError, match="unknown layout 'diagonal'; use one of \\('zigzag', 'contiguous'\\)"):
+        ParallelDims(world_size=1, layout="diagonal")
+
+
+def test_public_names_load_lazily_as_documented():
+    import longvila.parallel as parallel
+    from longvila.parallel.parallelize import apply_sequence_parallel
+
+    assert parallel.apply_sequence_parallel is apply_sequence_parallel and "apply_sequence_parallel" in dir(parallel)

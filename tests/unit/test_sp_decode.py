@@ -39,9 +39,9 @@ def test_cache_holds_every_real_token_once_and_no_padding(ulysses, ring, layout,
     p = ulysses * ring
     held, owners = [], []
     for rank in range(p):
-        dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=p, rank=rank)
-        cache = SPKVCache(dims, real_len=real_len, layout=layout, max_new_tokens=3)
-        divisor = dims.seq_len_divisor(layout)
+        dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=p, layout=layout, rank=rank)
+        cache = SPKVCache(dims, real_len=real_len, max_new_tokens=3)
+        divisor = dims.seq_len_divisor()
         assert cache.seq_len % divisor == 0 and cache.seq_len - real_len < divisor
         k = cache.positions.double().view(1, -1, 1, 1).expand(1, -1, 2, 4)      # each key carries its position
         cache.store(0, k, k)
