@@ -29,7 +29,7 @@ def run_training(args: argparse.Namespace, cfg, *, name: str, target: str, nodes
     import yaml
 
     from longvila.config import config_to_dict
-    from longvila.train.curves import plot_loss_curves
+    from longvila.utils.curves import plot_loss_curves
     from longvila.utils.io import write_text_atomic
     from longvila.utils.logging import get_logger
     from pipeline.launch import Job, launch, print_plan

@@ -38,7 +38,8 @@ def needle_run(config: str, overrides: list[str], model: str, haystack: str, nee
     from longvila.eval.needle import frame_grid
     from longvila.eval.vniah import evaluate_needle
     from longvila.parallel import ParallelDims
-    from longvila.train.checkpoint import claim_run_dir, file_stamps
+    from longvila.train.checkpoint import claim_run_dir
+    from longvila.utils.io import file_stamps
 
     cfg = load_config_file(config, overrides)
     n = cfg.eval.needle

@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def summarise(runs_root: Path, runs: list[str], passkey_dirs: list[str]) -> dict:
-    from longvila.train.curves import read_metrics
+    from longvila.utils.curves import read_metrics
 
     rows = []
     for name in runs:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from longvila.train.curves import plot_loss_curves
+        from longvila.utils.curves import plot_loss_curves
         from longvila.utils.io import atomic_dir
         from longvila.utils.logging import get_logger
 

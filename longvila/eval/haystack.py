@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longvila.utils.io import atomic_path, write_json_atomic
+from longvila.utils.io import atomic_path, file_stamps, write_json_atomic
 from longvila.utils.logging import get_logger
 
 NEEDLE_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
@@ -159,7 +159,6 @@ def one_fps_indices(num_frames: int, avg_fps: float, max_frames: int) -> list[in
 
 def haystack_key(model_dir: str | Path, video: str | Path, max_frames: int) -> str:
     """Cache key of (model: its files' sizes and mtimes, video, sampling)."""
-    from longvila.train.checkpoint import file_stamps
 
     st = Path(video).stat()
     text = json.dumps([file_stamps(model_dir), str(Path(video).resolve()), st.st_size, st.st_mtime_ns, "1fps",

@@ -81,7 +81,7 @@ def _read_json(path: Path, keys: tuple[str, ...] = (), kind: type = dict):
 
 
 def _read_metrics(path: Path) -> list[dict]:
-    from longvila.train.curves import read_metrics
+    from longvila.utils.curves import read_metrics
 
     rows = read_metrics(path)
     if not rows or any(not isinstance(r, dict) or "step" not in r or "loss" not in r for r in rows):
@@ -206,7 +206,7 @@ def _kv(d: dict) -> str:
 
 
 def training_section(runs: dict[str, str | Path], out: Path, vocab: int | None) -> Section:
-    from longvila.train.curves import plot_loss_curves
+    from longvila.utils.curves import plot_loss_curves
 
     chance = (f" A model that guesses uniformly over the {vocab:,}-token vocabulary scores ln({vocab:,}) = "
               f"{math.log(vocab):.2f}." if vocab else "")

@@ -12,7 +12,6 @@ exact. Per-block kernels (kernels.py): `math` (fp64-exact reference), `torch_cpu
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 
 import torch
@@ -85,7 +84,8 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     q_h, k_h, v_h = a2a(q), a2a(_kv_for_ulysses(k, u)), a2a(_kv_for_ulysses(v, u))
     scale = default_scale(q, scale)
     cu_key = None if cu_seqlens is None else tuple(int(x) for x in cu_seqlens)
-    blocks = _blocks(seq_len, dims.ulysses, dims.ring, ring_rank, layout, causal, cu_key, scale)
+    blocks = dims.memo(("sp_blocks", seq_len, ring_rank, causal, cu_key, scale),
+                       lambda: _blocks(seq_len, dims.ulysses, dims.ring, ring_rank, layout, causal, cu_key, scale))
     out, lse = ring_attention(q_h, k_h, v_h, kernel, blocks, dims.group("ring"), stats)
     back = lambda x, dim: all_to_all_4d(x, group, dim, 2 if dim == 1 else 1, stats,
                                         scatter_sizes=None if even else peers)
@@ -95,10 +95,10 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     return out, back(lse.unsqueeze(-1), 2).squeeze(-1)
 
 
-@functools.lru_cache(maxsize=64)
 def _blocks(seq_len, ulysses, ring, ring_rank, layout, causal, cu_key, scale) -> tuple[Block, ...]:
-    """The ring steps' blocks of one layout, memoised: every layer and step of a run reuses them, with their
-    varlen plans and device index tensors, instead of planning (and syncing the device) per call."""
+    """The ring steps' blocks of one layout. `sp_attention` memoises them on the caller's `ParallelDims`
+    (`dims.memo`): every layer and step of a run reuses them, with their varlen plans and device index
+    tensors, instead of planning (and syncing the device) per call; they go when the dims object goes."""
     dims = ParallelDims(ulysses=ulysses, ring=ring, layout=layout)
     cu = None if cu_key is None else torch.tensor(cu_key)
     q_pos = _group_positions(seq_len, dims, ring_rank, layout)

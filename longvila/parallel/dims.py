@@ -42,6 +42,7 @@ class ParallelDims:
     layout: str = "zigzag"
     rank: int = 0
     _groups: dict = field(default_factory=dict, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.ulysses < 1 or self.ring < 1:
@@ -118,6 +119,16 @@ class ParallelDims:
                 if self.rank in ranks:
                     self._groups[axis] = group
         return self
+
+    def memo(self, key, make, limit: int = 64):
+        """`make()` computed once per `key` for this topology (the attention's block plans: they hold device
+        index tensors, so they live on the object the caller owns, not in a module-level cache); at most
+        `limit` entries, the oldest dropped first."""
+        if key not in self._memo:
+            if len(self._memo) >= limit:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = make()
+        return self._memo[key]
 
     def group(self, axis: str):
         """The process group of this rank along `axis`; None when not built (single process)."""

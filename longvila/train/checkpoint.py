@@ -96,18 +96,6 @@ def load_latest(run_dir: str | Path, engine, rank: int = 0) -> dict | None:
     return torch.load(folder / "state.pt", weights_only=False)
 
 
-def file_stamps(*paths: str | Path) -> dict:
-    """(size, mtime) of every file under `paths`: the identity of a run's inputs (a rebuilt input changes it)
-    without reading gigabytes of weights."""
-    stamps = {}
-    for root in map(Path, paths):
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for f in files:
-            st = f.stat()
-            stamps[str(f)] = [st.st_size, st.st_mtime_ns]
-    return stamps
-
-
 def train_fingerprint(train_cfg) -> dict:
     """The `train:` settings a run's result depends on (not the per-step lists, not where it runs)."""
     return {k: v for k, v in asdict(train_cfg).items() if k not in ("stage4", "stage5", "cluster", "launcher")}

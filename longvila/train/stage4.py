@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from longvila.utils.io import atomic_dir
+from longvila.utils.io import atomic_dir, file_stamps
 from longvila.utils.logging import get_logger
 
 
@@ -59,7 +59,7 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     from transformers import AutoTokenizer
 
     from longvila.parallel.parallelize import apply_sequence_parallel
-    from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
+    from longvila.train.checkpoint import claim_run_dir, train_fingerprint
     from longvila.train.engine import (autocast, enable_gradient_checkpointing, lm_loss, load_for_training,
                                        make_engine, training_device, use_bf16)
     from longvila.train.lora import apply_lora, merge_lora

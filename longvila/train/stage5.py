@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from longvila.config_train import LR_SCHEDULES
 from longvila.parallel.loss import IGNORE_INDEX, token_mean_loss
-from longvila.utils.io import atomic_dir
+from longvila.utils.io import atomic_dir, file_stamps
 from longvila.utils.logging import get_logger
 
 
@@ -135,7 +135,7 @@ def run_stage5(cfg, run_index: int, init_dir: str | Path, train_json, media_dir,
     from longvila.data.sft_dataset import VilaVideoDataset
     from longvila.model.conversation import MEDIA_TOKENS, add_media_tokens
     from longvila.parallel.parallelize import apply_sequence_parallel
-    from longvila.train.checkpoint import claim_run_dir, file_stamps, train_fingerprint
+    from longvila.train.checkpoint import claim_run_dir, train_fingerprint
     from longvila.train.engine import (autocast, enable_gradient_checkpointing, load_for_training, make_engine,
                                        training_device, use_bf16)
     from longvila.train.loop import train

@@ -1,4 +1,4 @@
-"""Atomic writes: a killed stage never leaves a partial output under its final name.
+"""Atomic writes (a killed stage never leaves a partial output under its final name) and file identities.
 
 Every output is written under a temporary sibling name (`.NAME.tmp-PID`) and renamed into place when it is
 complete. Stale temporaries of killed runs are removed by the next run. Renames within one folder are
@@ -113,3 +113,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_stamps(*paths: str | Path) -> dict:
+    """(size, mtime) of every file under `paths`: the identity of a run's inputs (a rebuilt input changes it)
+    without reading gigabytes of weights."""
+    stamps = {}
+    for root in map(Path, paths):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            st = f.stat()
+            stamps[str(f)] = [st.st_size, st.st_mtime_ns]
+    return stamps

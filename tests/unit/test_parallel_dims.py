@@ -104,3 +104,11 @@ def test_public_names_load_lazily_as_documented():
     from longvila.parallel.parallelize import apply_sequence_parallel
 
     assert parallel.apply_sequence_parallel is apply_sequence_parallel and "apply_sequence_parallel" in dir(parallel)
+
+
+def test_memo_lives_on_the_dims_object_and_is_bounded():
+    dims, calls = ParallelDims(world_size=1), []
+    make = lambda k: (lambda: calls.append(k) or k * 10)
+    assert [dims.memo(k, make(k), limit=2) for k in (1, 1, 2, 3, 1)] == [10, 10, 20, 30, 10]
+    assert calls == [1, 2, 3, 1]                       # 1 was dropped when 3 came in (oldest first)
+    assert ParallelDims(world_size=1).memo(1, make(9)) == 90            # another object, its own memo
