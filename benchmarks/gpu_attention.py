@@ -23,9 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from longvila.parallel.flash import FlashKernel  # noqa: E402
-from longvila.parallel.kernels import Block  # noqa: E402
+from longvila.parallel.blocks import Block, merge_into  # noqa: E402
 from longvila.parallel.layout import local_indices  # noqa: E402
-from longvila.parallel.ring import merge_into  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:

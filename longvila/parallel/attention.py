@@ -6,7 +6,7 @@ Ulysses all-to-all inside the Ulysses group (sequence-split -> head-split; GQA, 
 U > Hkv), then ring attention across the ring group (KV blocks travel, partial results merge by LSE; see
 ring.py), then the inverse all-to-all: Ulysses-only (ring = 1), ring-only (ulysses = 1) and 2D. Causal masks
 and packed samples (`cu_seqlens`, global boundaries) come from global token positions, so every layout is
-exact. Per-block kernels (kernels.py): `math` (fp64-exact reference), `torch_cpu` (aten CPU flash op),
+exact. Per-block kernels (picked in kernels.py): `math` (fp64-exact reference), `torch_cpu` (aten CPU flash op),
 `flash_attn` (CUDA, flash.py); `auto` picks by device and dtype.
 """
 
@@ -18,8 +18,9 @@ import torch
 
 from longvila.parallel.comm import all_to_all_4d
 from longvila.parallel.dims import ParallelDims
-from longvila.parallel.kernels import KERNELS, Block, attention_mask, check_cu_seqlens, default_scale, get_kernel
-from longvila.parallel.kernels import math_attention  # noqa: F401  (re-exported: the tests' reference)
+from longvila.parallel.blocks import Block, attention_mask, check_cu_seqlens, default_scale
+from longvila.parallel.kernels import KERNELS, get_kernel
+from longvila.parallel.math_kernel import math_attention  # noqa: F401  (re-exported: the tests' reference)
 from longvila.parallel.layout import infer_seq_len, local_indices, shard_lengths
 from longvila.parallel.ring import ring_attention
 

@@ -1,6 +1,6 @@
 """The `torch_cpu` block kernel: the aten CPU flash-attention op (with LSE) and its backward, no mask built.
 
-Blocks are planned into varlen calls (plan.py); this executor runs each varlen sequence through
+Blocks are planned into varlen calls (varlen.py); this executor runs each varlen sequence through
 `aten._scaled_dot_product_flash_attention_for_cpu` (layout [B, H, S, D], returns out and LSE; backward takes
 out and LSE, not a gradient of the LSE). A causal sequence holds Lq queries against Lk keys, bottom-right
 aligned; the CPU op's `is_causal` is top-left aligned, so the sequence runs as two op calls merged by LSE:
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from longvila.parallel.plan import VarlenCall, VarlenKernel
-from longvila.parallel.ring import merge_into
+from longvila.parallel.blocks import acc_dtype, merge_into
+from longvila.parallel.varlen import VarlenCall, VarlenKernel
 
 _fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
@@ -39,15 +39,11 @@ def _bhsd(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.transpose(0, 1).unsqueeze(0).contiguous()
 
 
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 class _CpuOpExecutor:
     def forward(self, q, k, v, c: VarlenCall, scale):
         h = q.shape[1]
         out = torch.empty_like(q)
-        lse = torch.empty(h, q.shape[0], dtype=_lse_dtype(q.dtype))
+        lse = torch.empty(h, q.shape[0], dtype=acc_dtype(q.dtype))
         for qs, parts in _parts(c):
             qb = _bhsd(q[qs], h)
             acc_o = acc_l = None
@@ -60,9 +56,9 @@ class _CpuOpExecutor:
 
     def backward(self, dout, q, k, v, out, lse, c: VarlenCall, scale):
         h, hkv = q.shape[1], k.shape[1]
-        acc = _lse_dtype(q.dtype)                                   # accumulate in fp32 (fp64 for fp64)
+        acc = acc_dtype(q.dtype)                                   # accumulate in fp32 (fp64 for fp64)
         dq, dk, dv = (torch.zeros(t.shape, dtype=acc) for t in (q, k, v))
-        lse = lse.to(_lse_dtype(q.dtype))
+        lse = lse.to(acc_dtype(q.dtype))
         for qs, parts in _parts(c):
             qb, ob, dob = _bhsd(q[qs], h), _bhsd(out[qs], h), _bhsd(dout[qs], h)
             lb = lse[:, qs].unsqueeze(0).contiguous()

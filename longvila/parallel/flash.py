@@ -6,7 +6,7 @@ Kernel source: the flash-attn package when it is installed (both return conventi
 [H, total_q] since), else the same FlashAttention-2 kernels compiled into PyTorch
 (`torch.ops.aten._flash_attention_forward/_backward`, LSE [H, total_q]).
 
-How a block becomes kernel calls (one causal and one non-causal varlen call at most, no mask): plan.py.
+How a block becomes kernel calls (one causal and one non-causal varlen call at most, no mask): varlen.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import importlib.util
 import inspect
 import torch
 
-from longvila.parallel.plan import VarlenCall, VarlenKernel
+from longvila.parallel.varlen import VarlenCall, VarlenKernel
 
 
 # ---------------------------------------------------------------- LSE conventions

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from longvila.parallel.comm import _count, group_size
-from longvila.parallel.kernels import Block, acc_dtype, empty_result
+from longvila.parallel.blocks import Block, acc_dtype, empty_result, merge_into
 
 
 class _Transfer:
@@ -47,19 +47,6 @@ class _Transfer:
         for req in self.reqs:
             req.wait()
         return self.out
-
-
-def merge_into(out, lse, o, lse_b):
-    """Merge a block's (o [B,S,H,D], lse_b [B,H,S]) into the running (out, lse) -> (out, lse).
-
-    out <- out + sigmoid(lse_b - lse) * (o - out) (one fused lerp over the big tensor), lse <- logaddexp; rows
-    that saw no key in either part (both -inf) keep out = 0, lse = -inf.
-    """
-    if out is None:
-        return o.to(lse_b.dtype), lse_b
-    weight = torch.sigmoid(lse_b - lse).nan_to_num_(0.0)                   # -inf - (-inf) = nan -> 0
-    out = out.lerp_(o.to(out.dtype), weight.transpose(1, 2).unsqueeze(-1))
-    return out, torch.logaddexp(lse, lse_b)
 
 
 class _RingAttention(torch.autograd.Function):

@@ -36,11 +36,10 @@ import torch.distributed as dist
 from transformers import AttentionInterface
 
 from longvila.parallel.attention import sp_attention
+from longvila.parallel.blocks import acc_dtype, merge_into
 from longvila.parallel.comm import collective_device, gather_along, group_size
 from longvila.parallel.dims import ParallelDims
-from longvila.parallel.kernels import acc_dtype
 from longvila.parallel.layout import local_indices
-from longvila.parallel.ring import merge_into
 
 ATTENTION_NAME = "longvila_sp_inference"
 

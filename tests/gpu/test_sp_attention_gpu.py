@@ -13,7 +13,9 @@ import torch
 
 from longvila.parallel import ParallelDims, sp_attention
 from longvila.parallel.flash import FlashKernel
-from longvila.parallel.kernels import attention_mask, get_kernel, math_attention
+from longvila.parallel.blocks import attention_mask
+from longvila.parallel.kernels import get_kernel
+from longvila.parallel.math_kernel import math_attention
 from tests.helpers.ring_sim import simulate
 
 pytestmark = pytest.mark.gpu

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from longvila.parallel.kernels import Block, acc_dtype, empty_result
+from longvila.parallel.blocks import Block, acc_dtype, empty_result, merge_into
 from longvila.parallel.layout import local_indices
-from longvila.parallel.ring import merge_into
 
 
 def group_positions(seq_len: int, ulysses: int, ring: int, ring_rank: int, layout: str) -> torch.Tensor:

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from longvila.parallel.flash import FlashKernel, pad_lse, split_forward_result, unpad_lse
-from longvila.parallel.plan import plan_block
+from longvila.parallel.varlen import plan_block
 from longvila.parallel.cpu import TorchCpuKernel
-from longvila.parallel.kernels import Block, MathKernel, attention_mask, get_kernel, math_attention
+from longvila.parallel.blocks import Block, attention_mask
+from longvila.parallel.kernels import get_kernel
+from longvila.parallel.math_kernel import MathKernel, math_attention
 from longvila.parallel.layout import local_indices
 
 
@@ -159,3 +161,21 @@ def test_ring_simulation_matches_one_process(ulysses, ring, layout):
         assert torch.allclose(out, ref, atol=1e-12), kernel
         for got, leaf in zip((dq, dk, dv), leaves):
             assert torch.allclose(got, leaf.grad, atol=1e-11), kernel
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_block_emptiness_from_runs_equals_the_mask(causal):
+    """`Block.empty()` decides from runs of positions (no mask, no varlen plan); it must agree with the mask on
+    any positions: zigzag chunks, straddling runs no layout makes, packed samples, empty sides."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        n = int(torch.randint(1, 24, (1,), generator=gen))
+        num_cuts = int(torch.randint(0, 3, (1,), generator=gen)) if n > 1 else 0
+        cuts = sorted(set(torch.randint(1, max(n, 2), (num_cuts,), generator=gen).tolist()))
+        cu = torch.tensor([0, *cuts, n]) if cuts else None
+        pick = lambda: torch.randperm(n, generator=gen)[: int(torch.randint(0, n + 1, (1,), generator=gen))].sort().values
+        q_pos, k_pos = pick(), pick()
+        block = Block(q_pos, k_pos, causal, cu, 1.0)
+        m = attention_mask(q_pos, k_pos, causal, cu)
+        seen = bool(m.any()) if m is not None else (len(q_pos) > 0 and len(k_pos) > 0)
+        assert block.empty() == (not seen), (q_pos.tolist(), k_pos.tolist(), cu)

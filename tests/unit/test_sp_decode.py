@@ -11,7 +11,7 @@ import torch
 
 from longvila.infer_sp import parse_sp, run_infer_sp
 from longvila.parallel import ParallelDims
-from longvila.parallel.kernels import math_attention
+from longvila.parallel.math_kernel import math_attention
 from longvila.parallel.sp_inference import SPKVCache, combine_partials, owner_rank, partial_attention
 
 

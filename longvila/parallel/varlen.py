@@ -11,7 +11,8 @@ in at most one call, nothing needs merging inside a block, and no mask is ever m
 key keep out = 0, lse = -inf.
 
 `VarlenKernel(executor)` turns a varlen executor (forward(q, k, v, call, scale) -> out [T,H,D], lse [H,T];
-backward(dout, q, k, v, out, lse, call, scale) -> dq, dk, dv) into a block kernel (kernels.py interface).
+backward(dout, q, k, v, out, lse, call, scale) -> dq, dk, dv) into a block kernel (the interface in kernels.py).
+The runs of consecutive positions (`segments`) come from blocks.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from longvila.parallel.kernels import Block, acc_dtype
+from longvila.parallel.blocks import Block, acc_dtype, segments
 
 
 @dataclass
@@ -63,18 +64,6 @@ def _as_slice(idx: torch.Tensor):
 def _covers(rows, n: int) -> bool:
     """True when `rows` (a slice or an index tensor) is all of 0..n-1 in order."""
     return isinstance(rows, slice) and rows == slice(0, n)
-
-
-def segments(pos: torch.Tensor, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int, int, int]]:
-    """Maximal runs of consecutive positions inside one sample: (local start, global start, length, sample)."""
-    if len(pos) == 0:
-        return []
-    sample = (torch.bucketize(pos, cu_seqlens[1:].to(pos.dtype), right=True) if cu_seqlens is not None
-              else torch.zeros_like(pos))
-    cut = ((pos[1:] != pos[:-1] + 1) | (sample[1:] != sample[:-1])).nonzero().flatten() + 1
-    starts = [0] + cut.tolist()
-    ends = starts[1:] + [len(pos)]
-    return [(s, int(pos[s]), e - s, int(sample[s])) for s, e in zip(starts, ends)]
 
 
 def plan_block(block: Block, batch: int) -> list[VarlenCall]:
