@@ -1,0 +1,121 @@
+"""The package's import structure: no circle between files, and the layers import one way.
+
+Every `import` / `from ... import` statement counts, also the ones inside functions (a function-level import
+hides a loop from Python, not from a reader). Edges are between files: `from longvila.parallel import X`
+counts as importing `longvila/parallel/__init__.py`, `from longvila.parallel.dims import X` as importing
+`longvila/parallel/dims.py` (and X itself when X is a module).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("longvila", "pipeline")
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    """module name -> (file, is a package's __init__)."""
+    mods = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            is_pkg = parts[-1] == "__init__"
+            mods[".".join(parts[:-1] if is_pkg else parts)] = (path, is_pkg)
+    return mods
+
+
+def _resolve(name: str, mods) -> str | None:
+    parts = name.split(".")
+    while parts:
+        if ".".join(parts) in mods:
+            return ".".join(parts)
+        parts.pop()
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the modules of ours it imports anywhere in its file."""
+    mods, graph = _modules(), {}
+    for name, (path, is_pkg) in mods.items():
+        here = name if is_pkg else name.rpartition(".")[0]
+        graph[name] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] in PACKAGES and (dep := _resolve(target, mods)) not in (None, name):
+                    graph[name].add(dep)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _edges(graph, src_prefix: str, dst_prefix: str) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() if a == src_prefix or a.startswith(src_prefix + ".")
+                  for b in deps if b == dst_prefix or b.startswith(dst_prefix + "."))
+
+
+def test_no_import_circle_between_files():
+    circles = cycles(import_graph())
+    assert not circles, "import circles (function-level imports included): " + "; ".join(
+        " <-> ".join(c) for c in circles)
+
+
+def test_the_library_never_imports_the_pipeline():
+    assert not _edges(import_graph(), "longvila", "pipeline")
+
+
+def test_the_model_stays_single_process():
+    """model/ is pure: parallelism enters through apply_* functions in parallel/, never from inside the model."""
+    assert not _edges(import_graph(), "longvila.model", "longvila.parallel")
+
+
+def test_the_walk_sees_function_level_imports(tmp_path, monkeypatch):
+    """The checker itself: a loop closed only by an import inside a function is found."""
+    pkg = tmp_path / "longvila"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from longvila.b import g\n")
+    (pkg / "b.py").write_text("def g():\n    from longvila import a\n")
+    (tmp_path / "pipeline").mkdir()
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert cycles(import_graph()) == [["longvila.a", "longvila.b"]]
