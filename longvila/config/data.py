@@ -1,29 +1,18 @@
-"""Typed configuration: the dataclasses that `config.yaml` sections mirror.
+"""Typed configuration of the stage-4 text data: tokenizer, offline corpus, SlimPajama input, packing.
 
-What: one dataclass per section (`TokenizerConfig`, `CorpusConfig`, `SlimPajamaConfig`, `PackConfig`, ...)
-and the strict loader `load_config(dict) -> Config`. Why: the YAML is only a serialisation; these classes
-are the source of truth, every field documented, every value checked in `__post_init__` with an error
-that names the key and the fix. The JSON schema (`workflow/schemas/config.schema.yaml`) validates the same
-file at DAG build time; `tests/unit/test_config.py` keeps the two in step.
+What: the dataclasses that the `tokenizer:`, `corpus:`, `slimpajama:` and `pack:` sections of `config.yaml`
+mirror. Why: the YAML is only a serialisation; these classes are the source of truth, every field documented,
+every value checked in `__post_init__` with an error that names the key and the fix. Loaded by the strict
+loader in `longvila/config/core.py`.
 
-    from longvila.config import load_config_file
-    cfg = load_config_file("config.yaml", overrides=["pack.seed=7"])
+    from longvila.config import PackConfig
+    PackConfig(upsample="global").context("2k").seq_len   # 2048
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from longvila.config_train import TrainConfig
-from longvila.config_eval import EvalConfig
-from longvila.config_video import Shot2StoryConfig
 from longvila.data.sources import ORIGINAL_MIX, SOURCES
 
 UPSAMPLE_MODES = ("none", "per_source", "global")
@@ -210,134 +199,3 @@ class PackConfig:
             if c.name == name:
                 return c
         raise ValueError(f"no context named {name!r} in pack.contexts; known: {[c.name for c in self.contexts]}")
-
-
-@dataclass
-class ModelConfig:
-    """The model that the training stages start from."""
-
-    size: str = "tiny"
-    """A named size (longvila/model/sizes.py): 'tiny' (CPU: 32-px frames, 2+2 layers, hidden 64),
-    'qwen2-1.5b-384', 'qwen2-7b-384', 'qwen2-7b-448' (the release's shapes)."""
-    checkpoint: str | None = None
-    """A checkpoint folder in the released layout to start from (paper: the stage-3 model). null = build a
-    randomly initialised model of `size` (rule init_model)."""
-    seed: int = 0
-    """Seed of the random initialisation."""
-
-    def __post_init__(self) -> None:
-        _check(bool(self.size), "model.size", "name a size, e.g. 'tiny' or 'qwen2-7b-384'")
-
-
-@dataclass
-class Config:
-    """The whole run configuration (`config.yaml`)."""
-
-    run_name: str = "tiny"
-    """A label for this configuration, recorded in every manifest."""
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """Tokenizer."""
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    """The offline corpus (used when slimpajama.root is null)."""
-    slimpajama: SlimPajamaConfig = field(default_factory=SlimPajamaConfig)
-    """Stage-4 text input."""
-    pack: PackConfig = field(default_factory=PackConfig)
-    """Packing into fixed-length shards."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """The model."""
-    shot2story: Shot2StoryConfig = field(default_factory=Shot2StoryConfig)
-    """Stage-5 data: Shot2Story -> clips -> captions -> QA (longvila/config_video.py)."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    """Training stages 4 and 5 (longvila/config_train.py; checked by check_training at DAG build)."""
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    """Evaluation: V-NIAH needle grid, lmms-eval benchmarks (longvila/config_eval.py)."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Strict loading: dict -> dataclasses. Unknown keys and wrong types are errors that name the key.
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            _check(type(None) in args, key, "must not be null")
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _convert(value, non_none[0], key)
-    if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is list:
-        _check(isinstance(value, list), key, f"expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _check(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
-        kt, vt = typing.get_args(tp)
-        return {_convert(k, kt, key): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        _check(isinstance(value, (str, int)) and not isinstance(value, bool), key, f"expected a string, got {value!r}")
-        return str(value)
-    raise AssertionError(f"unsupported config type {_type_name(tp)} at {key}")
-
-
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        where = f"under '{prefix}'" if prefix else "at the top level"
-        raise ValueError(f"config key '{(prefix + '.') if prefix else ''}{unknown[0]}' is unknown; "
-                         f"valid keys {where}: {', '.join(names)} (check the spelling, or remove it)")
-    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def load_config(data: dict | None) -> Config:
-    """Build a `Config` from a parsed YAML mapping; raises ValueError naming the bad key and the fix."""
-    return _build(Config, dict(data or {}), "")
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b=v` overrides (v parsed as YAML) to a config mapping, in place; returns it."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value (e.g. pack.seed=7)")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: '{p}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return data
-
-
-def load_config_file(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config file, apply `--set` overrides, and validate it."""
-    text = Path(path).read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping")
-    return load_config(apply_overrides(data, overrides or []))
-
-
-def config_to_dict(cfg: Any) -> dict:
-    """The resolved config as plain data (what each stage saves next to its outputs)."""
-    return dataclasses.asdict(cfg)
