@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from longvila.data.sources import ORIGINAL_MIX, SOURCES
+from longvila.config.sources import ORIGINAL_MIX, SOURCES
 
 UPSAMPLE_MODES = ("none", "per_source", "global")
 
