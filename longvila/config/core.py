@@ -21,15 +21,12 @@ from typing import Any
 
 import yaml
 
+from longvila.config.checks import check
 from longvila.config.data import CorpusConfig, PackConfig, SlimPajamaConfig, TokenizerConfig
 from longvila.config.eval import EvalConfig
 from longvila.config.train import TrainConfig
 from longvila.config.video import Shot2StoryConfig
 
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"config '{key}': {message}")
 
 
 @dataclass
@@ -46,7 +43,7 @@ class ModelConfig:
     """Seed of the random initialisation."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.size), "model.size", "name a size, e.g. 'tiny' or 'qwen2-7b-384'")
+        check(bool(self.size), "model.size", "name a size, e.g. 'tiny' or 'qwen2-7b-384'")
 
 
 @dataclass
@@ -86,32 +83,32 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None:
-            _check(type(None) in args, key, "must not be null")
+            check(type(None) in args, key, "must not be null")
             return None
         non_none = [a for a in args if a is not type(None)]
         return _convert(value, non_none[0], key)
     if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
+        check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
         return _build(tp, value, key)
     if origin is list:
-        _check(isinstance(value, list), key, f"expected a list, got {value!r}")
+        check(isinstance(value, list), key, f"expected a list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
-        _check(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
+        check(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
         kt, vt = typing.get_args(tp)
         return {_convert(k, kt, key): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
         return float(value)
     if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
         return value
     if tp is bool:
-        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
         return value
     if tp is str:
-        _check(isinstance(value, (str, int)) and not isinstance(value, bool), key, f"expected a string, got {value!r}")
+        check(isinstance(value, (str, int)) and not isinstance(value, bool), key, f"expected a string, got {value!r}")
         return str(value)
     raise AssertionError(f"unsupported config type {_type_name(tp)} at {key}")
 

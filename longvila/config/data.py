@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from longvila.config.checks import check
+
 from longvila.config.sources import ORIGINAL_MIX, SOURCES
 
 UPSAMPLE_MODES = ("none", "per_source", "global")
 
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"config '{key}': {message}")
 
 
 @dataclass
@@ -35,8 +33,8 @@ class TokenizerConfig:
     """Token placed between packed documents (Qwen2's document separator)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.path), "tokenizer.path", "set a tokenizer directory or 'builtin:qwen2'")
-        _check(bool(self.eos_token), "tokenizer.eos_token", "set the separator token, e.g. '<|endoftext|>'")
+        check(bool(self.path), "tokenizer.path", "set a tokenizer directory or 'builtin:qwen2'")
+        check(bool(self.eos_token), "tokenizer.eos_token", "set the separator token, e.g. '<|endoftext|>'")
 
 
 @dataclass
@@ -53,11 +51,11 @@ class PasskeyConfig:
     """Relative positions (0 = start, 1 = end) at which the key is hidden in the filler."""
 
     def __post_init__(self) -> None:
-        _check(self.train_docs >= 0 and self.heldout_docs >= 0, "corpus.passkey", "doc counts must be >= 0")
-        _check(bool(self.lengths) and all(n >= 64 for n in self.lengths), "corpus.passkey.lengths",
-               "give at least one length, each >= 64 tokens")
-        _check(bool(self.depths) and all(0.0 <= d <= 1.0 for d in self.depths), "corpus.passkey.depths",
-               "give depths between 0.0 and 1.0")
+        check(self.train_docs >= 0 and self.heldout_docs >= 0, "corpus.passkey", "doc counts must be >= 0")
+        check(bool(self.lengths) and all(n >= 64 for n in self.lengths), "corpus.passkey.lengths",
+              "give at least one length, each >= 64 tokens")
+        check(bool(self.depths) and all(0.0 <= d <= 1.0 for d in self.depths), "corpus.passkey.depths",
+              "give depths between 0.0 and 1.0")
 
 
 @dataclass
@@ -83,12 +81,12 @@ class CorpusConfig:
     """Passkey documents."""
 
     def __post_init__(self) -> None:
-        _check(self.num_tokens >= 10_000, "corpus.num_tokens", "use at least 10000 tokens")
-        _check(self.num_chunks >= 1 and self.files_per_chunk >= 1, "corpus.num_chunks/files_per_chunk",
-               "need at least one chunk and one file per chunk")
-        _check(self.heldout_tokens >= 0, "corpus.heldout_tokens", "must be >= 0")
-        _check(0.001 <= self.length_scale <= 10, "corpus.length_scale", "use a value in [0.001, 10]")
-        _check(0.0 <= self.length_sigma <= 3, "corpus.length_sigma", "use a value in [0, 3]")
+        check(self.num_tokens >= 10_000, "corpus.num_tokens", "use at least 10000 tokens")
+        check(self.num_chunks >= 1 and self.files_per_chunk >= 1, "corpus.num_chunks/files_per_chunk",
+              "need at least one chunk and one file per chunk")
+        check(self.heldout_tokens >= 0, "corpus.heldout_tokens", "must be >= 0")
+        check(0.001 <= self.length_scale <= 10, "corpus.length_scale", "use a value in [0.001, 10]")
+        check(0.0 <= self.length_sigma <= 3, "corpus.length_sigma", "use a value in [0, 3]")
 
 
 @dataclass
@@ -107,10 +105,10 @@ class SlimPajamaConfig:
     """Input files per Snakemake `pack_batch` job (the real corpus has 59,166 files: never one job per file)."""
 
     def __post_init__(self) -> None:
-        _check(self.files_per_batch >= 1, "slimpajama.files_per_batch", "must be >= 1")
-        _check(self.max_files is None or self.max_files >= 1, "slimpajama.max_files", "use null or >= 1")
-        _check(bool(self.glob) and not self.glob.startswith("/"), "slimpajama.glob",
-               "give a relative glob under slimpajama.root, e.g. 'train/chunk*/*.jsonl.zst'")
+        check(self.files_per_batch >= 1, "slimpajama.files_per_batch", "must be >= 1")
+        check(self.max_files is None or self.max_files >= 1, "slimpajama.max_files", "use null or >= 1")
+        check(bool(self.glob) and not self.glob.startswith("/"), "slimpajama.glob",
+              "give a relative glob under slimpajama.root, e.g. 'train/chunk*/*.jsonl.zst'")
 
 
 @dataclass
@@ -126,11 +124,11 @@ class ContextConfig:
     every accepted document is packed."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
-               "pack.contexts[].name", f"{self.name!r} must be letters, digits, '-' or '_' (e.g. '64k')")
-        _check(self.seq_len >= 8, f"pack.contexts[{self.name}].seq_len", "must be >= 8 tokens")
-        _check(self.max_rows is None or self.max_rows >= 1, f"pack.contexts[{self.name}].max_rows",
-               "use null (no budget) or >= 1")
+        check(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
+              "pack.contexts[].name", f"{self.name!r} must be letters, digits, '-' or '_' (e.g. '64k')")
+        check(self.seq_len >= 8, f"pack.contexts[{self.name}].seq_len", "must be >= 8 tokens")
+        check(self.max_rows is None or self.max_rows >= 1, f"pack.contexts[{self.name}].max_rows",
+              "use null (no budget) or >= 1")
 
 
 @dataclass
@@ -173,26 +171,26 @@ class PackConfig:
     """Also write the original LongVILA trainer's format (JSON lines, `text` = token ids)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.contexts), "pack.contexts", "list at least one context length")
+        check(bool(self.contexts), "pack.contexts", "list at least one context length")
         names = [c.name for c in self.contexts]
-        _check(len(set(names)) == len(names), "pack.contexts", f"names must be unique, got {names}")
-        _check(self.upsample in UPSAMPLE_MODES, "pack.upsample", f"{self.upsample!r}; use one of {UPSAMPLE_MODES}")
+        check(len(set(names)) == len(names), "pack.contexts", f"names must be unique, got {names}")
+        check(self.upsample in UPSAMPLE_MODES, "pack.upsample", f"{self.upsample!r}; use one of {UPSAMPLE_MODES}")
         if self.upsample == "none":
             budgeted = [c.name for c in self.contexts if c.max_rows is not None]
-            _check(not budgeted, "pack.contexts[].max_rows",
-                   f"upsample 'none' packs every document exactly once, so {budgeted} must have max_rows: null "
-                   "(or choose upsample 'per_source'/'global' to apply a budget)")
-        _check(0.0 <= self.keep_ratio <= 1.0, "pack.keep_ratio", "must be in [0, 1]")
-        _check(self.short_threshold >= 0, "pack.short_threshold", "must be >= 0")
-        _check(self.chars_per_token > 0, "pack.chars_per_token", "must be > 0")
+            check(not budgeted, "pack.contexts[].max_rows",
+                  f"upsample 'none' packs every document exactly once, so {budgeted} must have max_rows: null "
+                  "(or choose upsample 'per_source'/'global' to apply a budget)")
+        check(0.0 <= self.keep_ratio <= 1.0, "pack.keep_ratio", "must be in [0, 1]")
+        check(self.short_threshold >= 0, "pack.short_threshold", "must be >= 0")
+        check(self.chars_per_token > 0, "pack.chars_per_token", "must be > 0")
         unknown = sorted(set(self.mix) - set(SOURCES))
-        _check(not unknown, "pack.mix", f"unknown sources {unknown}; valid: {list(SOURCES)}")
-        _check(all(v >= 0 for v in self.mix.values()) and sum(self.mix.values()) > 0, "pack.mix",
-               "shares must be >= 0 with a positive sum")
-        _check(self.shuffle_buffer >= 1 and self.encode_batch >= 1, "pack.shuffle_buffer/encode_batch", "must be >= 1")
-        _check(self.workers >= 0, "pack.workers", "use 0 (all cores) or a thread count")
-        _check(1 <= self.row_group_mb <= 4096 and self.part_mb >= self.row_group_mb, "pack.row_group_mb/part_mb",
-               "need 1 <= row_group_mb <= part_mb and row_group_mb <= 4096")
+        check(not unknown, "pack.mix", f"unknown sources {unknown}; valid: {list(SOURCES)}")
+        check(all(v >= 0 for v in self.mix.values()) and sum(self.mix.values()) > 0, "pack.mix",
+              "shares must be >= 0 with a positive sum")
+        check(self.shuffle_buffer >= 1 and self.encode_batch >= 1, "pack.shuffle_buffer/encode_batch", "must be >= 1")
+        check(self.workers >= 0, "pack.workers", "use 0 (all cores) or a thread count")
+        check(1 <= self.row_group_mb <= 4096 and self.part_mb >= self.row_group_mb, "pack.row_group_mb/part_mb",
+              "need 1 <= row_group_mb <= part_mb and row_group_mb <= 4096")
 
     def context(self, name: str) -> ContextConfig:
         for c in self.contexts:

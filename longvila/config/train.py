@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from longvila.config.checks import check
+
 ENGINES = ("torch", "deepspeed")
 LAUNCHERS = ("local", "submitit")
 MEMORY_CHECKS = ("error", "warn", "off")
 
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"config 'train.{key}': {message}")
 
 
 @dataclass
@@ -72,24 +70,25 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         for name in ("nodes", "cpu_processes", "time_minutes", "cpus_per_task"):
-            _check(getattr(self, name) >= 1, f"cluster.{name}", f"must be >= 1, got {getattr(self, name)}")
-        _check(self.poll_seconds > 0, "cluster.poll_seconds", f"must be > 0, got {self.poll_seconds}")
-        _check(self.gpu_mem_gib > 0, "cluster.gpu_mem_gib", f"must be > 0, got {self.gpu_mem_gib}")
-        _check(self.memory_check in MEMORY_CHECKS, "cluster.memory_check", f"use one of {MEMORY_CHECKS}")
+            check(getattr(self, name) >= 1, f"train.cluster.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check(self.poll_seconds > 0, "train.cluster.poll_seconds", f"must be > 0, got {self.poll_seconds}")
+        check(self.gpu_mem_gib > 0, "train.cluster.gpu_mem_gib", f"must be > 0, got {self.gpu_mem_gib}")
+        check(self.memory_check in MEMORY_CHECKS, "train.cluster.memory_check", f"use one of {MEMORY_CHECKS}")
         for name in ("gpus_per_node", "max_requeues", "signal_delay_s"):
-            _check(getattr(self, name) >= 0, f"cluster.{name}", f"must be >= 0, got {getattr(self, name)}")
-        _check(self.mem_gb is None or self.mem_gb >= 0, "cluster.mem_gb", f"must be >= 0 or null, got {self.mem_gb}")
-        _check(self.signal_delay_s < 60 * self.time_minutes, "cluster.signal_delay_s",
-               f"{self.signal_delay_s} s must be shorter than time_minutes ({self.time_minutes} min)")
+            check(getattr(self, name) >= 0, f"train.cluster.{name}", f"must be >= 0, got {getattr(self, name)}")
+        check(self.mem_gb is None or self.mem_gb >= 0, "train.cluster.mem_gb",
+              f"must be >= 0 or null, got {self.mem_gb}")
+        check(self.signal_delay_s < 60 * self.time_minutes, "train.cluster.signal_delay_s",
+              f"{self.signal_delay_s} s must be shorter than time_minutes ({self.time_minutes} min)")
         for key in self.sbatch_extra:
             name = key.lstrip("-")
-            _check(len(name) > 1 and "_" not in name, f"cluster.sbatch_extra.{key}",
-                   "write the long sbatch option name with dashes (e.g. mail-type, not mail_type or -A)")
-            _check(name not in self._SBATCH_OWNED, f"cluster.sbatch_extra.{key}",
-                   f"--{name} is set by the launcher (from {self._SBATCH_OWNED.get(name) or 'submitit'}); "
-                   "remove it from sbatch_extra")
-            _check(self.mem_gb is None or not name.startswith("mem-per-"), f"cluster.sbatch_extra.{key}",
-                   "--mem-per-* excludes --mem: set cluster.mem_gb to null to use it")
+            check(len(name) > 1 and "_" not in name, f"train.cluster.sbatch_extra.{key}",
+                  "write the long sbatch option name with dashes (e.g. mail-type, not mail_type or -A)")
+            check(name not in self._SBATCH_OWNED, f"train.cluster.sbatch_extra.{key}",
+                  f"--{name} is set by the launcher (from {self._SBATCH_OWNED.get(name) or 'submitit'}); "
+                  "remove it from sbatch_extra")
+            check(self.mem_gb is None or not name.startswith("mem-per-"), f"train.cluster.sbatch_extra.{key}",
+                  "--mem-per-* excludes --mem: set cluster.mem_gb to null to use it")
 
 
 @dataclass
@@ -193,11 +192,11 @@ class TrainConfig:
     """Long-video SFT runs."""
 
     def __post_init__(self) -> None:
-        _check(self.engine in ENGINES, "engine", f"use one of {ENGINES}")
-        _check(self.launcher in LAUNCHERS, "launcher", f"use one of {LAUNCHERS}")
-        _check(self.precision in ("auto", "bf16", "fp32"), "precision", "use auto, bf16 or fp32")
-        _check(self.lr > 0 and self.warmup_steps >= 0 and self.lora_r >= 1 and self.lora_alpha > 0, "lr/lora",
-               "need lr > 0, warmup_steps >= 0, lora_r >= 1, lora_alpha > 0")
+        check(self.engine in ENGINES, "train.engine", f"use one of {ENGINES}")
+        check(self.launcher in LAUNCHERS, "train.launcher", f"use one of {LAUNCHERS}")
+        check(self.precision in ("auto", "bf16", "fp32"), "train.precision", "use auto, bf16 or fp32")
+        check(self.lr > 0 and self.warmup_steps >= 0 and self.lora_r >= 1 and self.lora_alpha > 0, "train.lr/lora",
+              "need lr > 0, warmup_steps >= 0, lora_r >= 1, lora_alpha > 0")
 
 
 def check_training(cfg) -> list[dict]:
@@ -214,10 +213,10 @@ def check_training(cfg) -> list[dict]:
 
     def topology(key: str, nodes: int, ulysses: int, ring: int) -> ParallelDims:
         world = nodes * t.cluster.gpus_per_node if t.cluster.gpus_per_node else t.cluster.cpu_processes
-        _check(nodes >= 1 and (not t.cluster.gpus_per_node or nodes <= t.cluster.nodes), f"{key}.nodes",
-               f"{nodes} must be between 1 and cluster.nodes ({t.cluster.nodes})")
-        _check(not t.cluster.gpus_per_node or ulysses <= t.cluster.gpus_per_node, f"{key}.ulysses",
-               f"{ulysses} exceeds gpus_per_node {t.cluster.gpus_per_node}: Ulysses groups stay inside a node")
+        check(nodes >= 1 and (not t.cluster.gpus_per_node or nodes <= t.cluster.nodes), f"train.{key}.nodes",
+              f"{nodes} must be between 1 and cluster.nodes ({t.cluster.nodes})")
+        check(not t.cluster.gpus_per_node or ulysses <= t.cluster.gpus_per_node, f"train.{key}.ulysses",
+              f"{ulysses} exceeds gpus_per_node {t.cluster.gpus_per_node}: Ulysses groups stay inside a node")
         try:
             dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=world, layout=t.layout)
             dims.validate_heads(heads, kv)
@@ -228,40 +227,42 @@ def check_training(cfg) -> list[dict]:
 
     for i, s in enumerate(t.stage4):
         key = f"stage4[{i}]"
-        _check(s.context in contexts, f"{key}.context", f"{s.context!r} is not in pack.contexts {sorted(contexts)}")
-        _check(s.steps >= 1 and s.grad_accum >= 1 and s.save_every >= 0 and s.zero_stage in (0, 1, 2, 3), key,
-               "need steps >= 1, grad_accum >= 1, save_every >= 0, zero_stage in 0..3")
-        _check(t.engine != "deepspeed" or s.zero_stage in (2, 3), f"{key}.zero_stage",
-               f"{s.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
+        check(s.context in contexts, f"train.{key}.context",
+              f"{s.context!r} is not in pack.contexts {sorted(contexts)}")
+        check(s.steps >= 1 and s.grad_accum >= 1 and s.save_every >= 0 and s.zero_stage in (0, 1, 2, 3),
+              f"train.{key}",
+              "need steps >= 1, grad_accum >= 1, save_every >= 0, zero_stage in 0..3")
+        check(t.engine != "deepspeed" or s.zero_stage in (2, 3), f"train.{key}.zero_stage",
+              f"{s.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
         dims = topology(key, s.nodes, s.ulysses, s.ring)
         seq = contexts[s.context]
         div = dims.seq_len_divisor()
-        _check(seq % div == 0, f"{key}.context", f"seq_len {seq} is not a multiple of {div} ({t.layout} over "
-                                                 f"SP {dims.sp_degree})")
-        _check(s.max_positions >= seq and s.rope_theta > 0, f"{key}.max_positions",
-               f"{s.max_positions} must be >= the context's seq_len {seq}, and rope_theta > 0")
+        check(seq % div == 0, f"train.{key}.context",
+              f"seq_len {seq} is not a multiple of {div} ({t.layout} over SP {dims.sp_degree})")
+        check(s.max_positions >= seq and s.rope_theta > 0, f"train.{key}.max_positions",
+              f"{s.max_positions} must be >= the context's seq_len {seq}, and rope_theta > 0")
         plan.append({"run": f"stage4/{s.context}", "world": dims.world_size, "sp": f"{s.ulysses}x{s.ring}",
                      "dp": dims.dp_degree, "tokens_per_sample": seq,
                      "global_batch": dims.dp_degree * s.grad_accum, "steps": s.steps})
     for i, r in enumerate(t.stage5):
         key = f"stage5[{i}]"
         least = min(r.frames, r.per_device_batch, r.grad_accum, r.epochs, 1 if r.max_steps is None else r.max_steps)
-        _check(least >= 1
-               and r.lr > 0 and r.save_every >= 0 and r.zero_stage in (0, 1, 2, 3), key,
-               "need frames, per_device_batch, grad_accum, epochs, max_steps >= 1, lr > 0, save_every >= 0, "
-               "zero_stage in 0..3")
-        _check(r.lr_schedule in LR_SCHEDULES, f"{key}.lr_schedule",
-               f"{r.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
-        _check(t.engine != "deepspeed" or r.zero_stage in (2, 3), f"{key}.zero_stage",
-               f"{r.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
+        check(least >= 1
+              and r.lr > 0 and r.save_every >= 0 and r.zero_stage in (0, 1, 2, 3), f"train.{key}",
+              "need frames, per_device_batch, grad_accum, epochs, max_steps >= 1, lr > 0, save_every >= 0, "
+              "zero_stage in 0..3")
+        check(r.lr_schedule in LR_SCHEDULES, f"train.{key}.lr_schedule",
+              f"{r.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+        check(t.engine != "deepspeed" or r.zero_stage in (2, 3), f"train.{key}.zero_stage",
+              f"{r.zero_stage}: the DeepSpeed engine runs ZeRO stage 2 or 3")
         stage4 = [s.context for s in t.stage4]
-        _check(r.init_from is None or r.init_from in stage4, f"{key}.init_from",
-               f"{r.init_from!r} is not a stage-4 context; use one of {stage4} (or null: the last one)")
+        check(r.init_from is None or r.init_from in stage4, f"train.{key}.init_from",
+              f"{r.init_from!r} is not a stage-4 context; use one of {stage4} (or null: the last one)")
         dims = topology(key, r.nodes, r.ulysses, r.ring)
-        _check(r.frames >= dims.sp_degree, f"{key}.frames",
-               f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")
+        check(r.frames >= dims.sp_degree, f"train.{key}.frames",
+              f"{r.frames} frames cannot give each of the {dims.sp_degree} SP ranks a frame to encode")
         div = dims.seq_len_divisor()
-        _check(r.max_length % div == 0, f"{key}.max_length", f"{r.max_length} is not a multiple of {div}")
+        check(r.max_length % div == 0, f"train.{key}.max_length", f"{r.max_length} is not a multiple of {div}")
         plan.append({"run": f"stage5/{r.frames}f", "world": dims.world_size, "sp": f"{r.ulysses}x{r.ring}",
                      "dp": dims.dp_degree, "frames": r.frames,
                      "global_batch": r.per_device_batch * dims.dp_degree * r.grad_accum, "epochs": r.epochs})
