@@ -7,7 +7,8 @@ Snakemake process, so it stays torch-free and cheap):
                  config_to_dict
     data.py      `tokenizer:`, `corpus:`, `slimpajama:`, `pack:` (stage-4 text data)
     video.py     `shot2story:` (stage-5 data)
-    train.py     `train:` (stages 4 and 5, cluster) and check_training
+    train.py     `train:` (stages 4 and 5, cluster); the checks against the model's shapes, ParallelDims and
+                 the memory planner are `longvila.plan.check.check_training`
     eval.py      `eval:` (V-NIAH needle grid, lmms-eval benchmarks)
     schema.py    the JSON schema generated from the dataclasses (`python -m longvila.config.schema`)
 
