@@ -63,11 +63,11 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model."""
     shot2story: Shot2StoryConfig = field(default_factory=Shot2StoryConfig)
-    """Stage-5 data: Shot2Story -> clips -> captions -> QA (longvila/config_video.py)."""
+    """Stage-5 data: Shot2Story -> clips -> captions -> QA (longvila/config/video.py)."""
     train: TrainConfig = field(default_factory=TrainConfig)
-    """Training stages 4 and 5 (longvila/config_train.py; checked by check_training at DAG build)."""
+    """Training stages 4 and 5 (longvila/config/train.py; checked by longvila/plan/check.py at DAG build)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
-    """Evaluation: V-NIAH needle grid, lmms-eval benchmarks (longvila/config_eval.py)."""
+    """Evaluation: V-NIAH needle grid, lmms-eval benchmarks (longvila/config/eval.py)."""
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Typed configuration of the evaluation stage (`eval:` in config.yaml): V-NIAH needle, lmms-eval benchmarks.
 
-Loaded by the same strict loader as the other sections (longvila/config.py); every field is documented and
-checked early with an error that names the key and the fix.
+Loaded by the same strict loader as the other sections (longvila/config/core.py); every field is
+documented and checked early with an error that names the key and the fix.
 """
 
 from __future__ import annotations

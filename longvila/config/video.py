@@ -1,8 +1,8 @@
 """Typed configuration of the stage-5 data pipeline (`shot2story:` in config.yaml).
 
 Shot2Story (real or the offline synthetic set) -> index -> clips -> captions -> long-video QA -> SFT data.
-Loaded by the same strict loader as the other sections (longvila/config.py); every field is documented and
-checked early with an error that names the key and the fix.
+Loaded by the same strict loader as the other sections (longvila/config/core.py); every field is
+documented and checked early with an error that names the key and the fix.
 """
 
 from __future__ import annotations
