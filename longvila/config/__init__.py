@@ -11,6 +11,9 @@ Snakemake process, so it stays torch-free and cheap):
                  the memory planner are `longvila.plan.check.check_training`
     eval.py      `eval:` (V-NIAH needle grid, lmms-eval benchmarks)
     schema.py    the JSON schema generated from the dataclasses (`python -m longvila.config.schema`)
+    sources.py   SlimPajama's seven sources, their original mix and median lengths (pack.mix is checked
+                 against it; longvila.data reads it from here)
+    checks.py    `check(ok, key, message)`, the one validation helper: ValueError naming the key and the fix
 
 The public names are re-exported here:
 
