@@ -42,7 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--videos", type=int, nargs="+", default=[8, 32])
     args = p.parse_args()
-    from longvila.config_video import SynthConfig
+    from longvila.config.video import SynthConfig
     from longvila.data.shot2story.synth import build_synthetic
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +61,7 @@ def main() -> None:
 
 def caption_benchmark(tmp: Path, root: Path) -> None:
     from longvila.config import load_config_file
-    from longvila.config_video import CaptionConfig
+    from longvila.config.video import CaptionConfig
     from longvila.data.shot2story.caption import LongVILACaptioner, clip_frame_indices
     from longvila.data.shot2story.clips import clips_for_video
     from longvila.data.shot2story.common import Rejects

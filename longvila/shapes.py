@@ -1,6 +1,6 @@
 """Named model sizes as plain numbers, importable without torch or Transformers.
 
-The config checks at DAG build (`longvila.config_train.check_training`, run in every Snakemake process and
+The config checks at DAG build (`longvila.plan.check.check_training`, run in every Snakemake process and
 so in every SLURM job) and the launch plans need head counts and layer shapes, not a model: reading them
 here keeps each of those processes from importing torch and Transformers (several seconds each).
 `longvila.model.sizes.build_config` turns the same table into Transformers configs.

@@ -129,7 +129,7 @@ def describe(job: Job, cfg, *, folder: Path | None = None) -> dict:
     """The plan of `job` (JSON-able; keys `PLAN_KEYS`): shape, backend, the `check_training` row (for a
     'stage4/...' or 'stage5/...' run, None otherwise) and, for submitit, the parameters and the exact
     sbatch script. Raises ValueError for an impossible shape or training config."""
-    from longvila.config_train import check_training
+    from longvila.plan.check import check_training
 
     nodes, tasks, gpus, backend = _shape(job, cfg)
     run = job.run or job.name.replace("-", "/", 1)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from longvila.config_train import check_training
+        from longvila.plan.check import check_training
 
         cfg = load(args)
         check_training(cfg)

@@ -30,7 +30,7 @@ import numpy as np
 import zstandard
 
 from longvila.config import CorpusConfig
-from longvila.data.sources import MEDIAN_TOKENS, ORIGINAL_MIX, SOURCES
+from longvila.config.sources import MEDIAN_TOKENS, ORIGINAL_MIX, SOURCES
 
 CHARS_PER_TOKEN = 3.6  # measured for the Qwen2 tokenizer on these texts
 PASSKEY_INTRO = ("There is an important piece of information hidden inside a lot of irrelevant text. "

@@ -20,7 +20,7 @@ from collections import Counter
 import numpy as np
 
 from longvila.config import PackConfig
-from longvila.data.sources import SOURCES
+from longvila.config.sources import SOURCES
 
 Span = tuple[str, str, int, int, int]  # (source, doc_id, start, end, doc_offset); start/end in piece/row coords
 

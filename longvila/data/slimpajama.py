@@ -28,7 +28,7 @@ from typing import Iterator
 import orjson
 import zstandard
 
-from longvila.data.sources import SOURCES
+from longvila.config.sources import SOURCES
 from longvila.utils.logging import get_logger
 
 SKIP_REASONS = ("blank_line", "invalid_utf8", "malformed_json", "missing_text", "non_string_text", "empty_text",

@@ -2,8 +2,8 @@
 CPU processes) the config gives it, with its engine, precision, LoRA, checkpointing and frames.
 
 `run_questions(cfg)` and `plan_run(cfg, question)` are what `longvila plan --config`, the training config
-check (`check_training`, at DAG build and in the launchers) and `--print-plan` all use, so the memory a user
-is shown is the memory the launcher acts on. Torch-free.
+check (`check_training` in plan/check.py, at DAG build and in the launchers) and `--print-plan` all use, so
+the memory a user is shown is the memory the launcher acts on. Torch-free.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from longvila.config_train import LR_SCHEDULES
+from longvila.config.train import LR_SCHEDULES
 from longvila.parallel.loss import IGNORE_INDEX, token_mean_loss
 from longvila.utils.io import atomic_dir, file_stamps
 from longvila.utils.logging import get_logger

@@ -192,7 +192,7 @@ def resolved_config(tmp_path_factory) -> Path:
 
 
 def test_make_bench_task_asks_about_the_val_videos_only(resolved_config, tmp_path):
-    from longvila.config_video import SynthConfig
+    from longvila.config.video import SynthConfig
     from longvila.data.shot2story.synth import build_synthetic
     from pipeline import make_bench_task
 

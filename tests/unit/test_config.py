@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from longvila.config import Config, PackConfig, apply_overrides, config_to_dict, load_config, load_config_file
-from longvila.config_schema import config_schema, render
+from longvila.config.schema import config_schema, render
 from tests.conftest import REPO
 
 SHIPPED = [REPO / "config.yaml", REPO / "workflow" / "configs" / "paper.yaml", REPO / "tests" / "workflow" / "config.yaml"]
@@ -33,7 +33,7 @@ def test_paper_config_has_the_paper_numbers():
 
 def test_checked_in_schema_is_generated_from_the_dataclasses():
     on_disk = (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text()
-    assert on_disk == render(), "regenerate: python -m longvila.config_schema > workflow/schemas/config.schema.yaml"
+    assert on_disk == render(), "regenerate: python -m longvila.config.schema > workflow/schemas/config.schema.yaml"
 
 
 def test_unknown_key_names_the_key_and_the_valid_ones():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from longvila.config import load_config_file
-from longvila.config_train import check_training
+from longvila.plan.check import check_training
 from tests.conftest import REPO
 
 
@@ -69,7 +69,7 @@ def test_the_checks_at_dag_build_import_neither_torch_nor_transformers():
     import subprocess
     import sys
 
-    code = ("import sys; from longvila.config import load_config_file; from longvila.config_train import "
+    code = ("import sys; from longvila.config import load_config_file; from longvila.plan.check import "
             "check_training; check_training(load_config_file('workflow/configs/paper.yaml')); "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -149,7 +149,7 @@ def test_print_plan_cli_prints_and_runs_nothing(tmp_path, capsys):
     ({"train.cluster.gpus_per_node": -1}, r"'train.cluster.gpus_per_node': must be >= 0"),
 ])
 def test_bad_cluster_configs_name_the_field(overrides, message):
-    from longvila.config_train import check_training
+    from longvila.plan.check import check_training
 
     with pytest.raises(ValueError, match=message):
         check_training(_paper(**overrides))

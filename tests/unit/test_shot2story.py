@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from longvila.config_video import QA_TYPES, ClipConfig, QAConfig, SynthConfig
+from longvila.config.video import QA_TYPES, ClipConfig, QAConfig, SynthConfig
 from longvila.data.shot2story.assemble import sft_rows, split_videos
 from longvila.data.shot2story.caption import CaptionCache, cache_key, caption_clips, clip_frame_indices
 from longvila.data.shot2story.clips import best_shot, clips_for_video, fixed_windows

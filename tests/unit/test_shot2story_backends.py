@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from longvila.config_video import CaptionConfig, EndpointConfig, QAConfig, SynthConfig
+from longvila.config.video import CaptionConfig, EndpointConfig, QAConfig, SynthConfig
 from longvila.data.shot2story.assemble import sft_rows, write_vila_json
 from longvila.data.shot2story.caption import caption_clips, read_prompt
 from longvila.data.shot2story.clips import clips_for_video

@@ -9,9 +9,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from longvila.config import load_config
-from longvila.config_train import check_training
 from longvila.data.corpus import HOLDOUT_FILE, PASSKEYS_FILE, train_file_names
 from longvila.data.inputs import batch_names, corpus_files
+from longvila.plan.check import check_training
 
 
 validate(config, schema="../schemas/config.schema.yaml")

@@ -20,7 +20,7 @@ import re
 
 import pyarrow as pa
 
-from longvila.config_video import QA_TYPES
+from longvila.config.video import QA_TYPES
 from longvila.data.shot2story.common import Rejects
 
 QA_SCHEMA = pa.schema([

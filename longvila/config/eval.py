@@ -1,19 +1,17 @@
 """Typed configuration of the evaluation stage (`eval:` in config.yaml): V-NIAH needle, lmms-eval benchmarks.
 
-Loaded by the same strict loader as the other sections (longvila/config.py); every field is documented and
-checked early with an error that names the key and the fix.
+Loaded by the same strict loader as the other sections (longvila/config/core.py); every field is
+documented and checked early with an error that names the key and the fix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from longvila.config.checks import check
+
 NEEDLE_DEPTHS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"config 'eval.{key}': {message}")
 
 
 @dataclass
@@ -43,12 +41,12 @@ class NeedleConfig:
     """Seed of the training samples' windows, depths and colour jitter (the original eval's seed)."""
 
     def __post_init__(self) -> None:
-        _check(self.interval >= 1 and self.max_frames >= self.interval, "needle.interval/max_frames",
-               "need 1 <= interval <= max_frames")
-        _check(bool(self.depths) and all(0.0 <= d <= 1.0 for d in self.depths), "needle.depths",
-               "need a non-empty list of depths in [0, 1]")
-        _check(self.ulysses >= 1 and self.ring >= 1, "needle.ulysses/ring", "must be >= 1")
-        _check(self.train_samples >= 0, "needle.train_samples", "must be >= 0")
+        check(self.interval >= 1 and self.max_frames >= self.interval, "eval.needle.interval/max_frames",
+              "need 1 <= interval <= max_frames")
+        check(bool(self.depths) and all(0.0 <= d <= 1.0 for d in self.depths), "eval.needle.depths",
+              "need a non-empty list of depths in [0, 1]")
+        check(self.ulysses >= 1 and self.ring >= 1, "eval.needle.ulysses/ring", "must be >= 1")
+        check(self.train_samples >= 0, "eval.needle.train_samples", "must be >= 0")
 
 
 @dataclass
@@ -66,10 +64,10 @@ class BenchConfig:
     """longvila_localmc: questions made per workflow video (colour, shape, count, background)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.tasks), "bench.tasks", "list at least one lmms-eval task, or [] is not allowed")
-        _check(self.num_frames is None or self.num_frames >= 1, "bench.num_frames", "must be >= 1 or null")
-        _check(self.limit is None or self.limit >= 1, "bench.limit", "must be >= 1 or null")
-        _check(self.questions_per_video >= 1, "bench.questions_per_video", "must be >= 1")
+        check(bool(self.tasks), "eval.bench.tasks", "list at least one lmms-eval task, or [] is not allowed")
+        check(self.num_frames is None or self.num_frames >= 1, "eval.bench.num_frames", "must be >= 1 or null")
+        check(self.limit is None or self.limit >= 1, "eval.bench.limit", "must be >= 1 or null")
+        check(self.questions_per_video >= 1, "eval.bench.questions_per_video", "must be >= 1")
 
 
 @dataclass

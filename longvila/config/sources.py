@@ -1,7 +1,11 @@
 """SlimPajama's seven sources, their original token mix and median document lengths.
 
 The mix and the medians are Fu et al. 2024's (`SLIMPAJAMA_ORIGINAL_MIX`, `MEDIUM_LENGTH`,
-FranxYao/Long-Context-Data-Engineering); see `../shared/reference/WORKFLOW.md` §7.1.
+FranxYao/Long-Context-Data-Engineering); see `../shared/reference/WORKFLOW.md` §7.1. The table lives in the
+config package because `pack.mix` is checked against it; `longvila.data` (corpus, reader, packing) reads it
+from here too.
+
+    from longvila.config.sources import ORIGINAL_MIX, SOURCES
 """
 
 SOURCES = (

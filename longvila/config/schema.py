@@ -1,10 +1,12 @@
-"""Generate the JSON Schema of `config.yaml` from the dataclasses in `longvila.config`.
+"""Generate the JSON Schema of `config.yaml` from the dataclasses of the `longvila.config` package.
 
 The dataclasses are the source of truth; the schema (`workflow/schemas/config.schema.yaml`, used by
 `snakemake.utils.validate` at DAG build) is generated from them, with each field's docstring as its
-description and its default filled in. A unit test fails when the checked-in file is out of date.
+description and its default filled in. The walk starts at `Config` and follows each field's type into
+whichever module of the package defines it (`field_docs` reads each class's own source). A unit test fails
+when the checked-in file is out of date.
 
-    python -m longvila.config_schema > workflow/schemas/config.schema.yaml
+    python -m longvila.config.schema > workflow/schemas/config.schema.yaml
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from longvila import config as config_module
+from longvila.config.core import Config
+from longvila.config.data import UPSAMPLE_MODES
 
-ENUMS = {("PackConfig", "upsample"): list(config_module.UPSAMPLE_MODES)}
+ENUMS = {("PackConfig", "upsample"): list(UPSAMPLE_MODES)}
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -88,11 +91,11 @@ def dataclass_schema(cls: type) -> dict:
 
 def config_schema() -> dict:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            **dataclass_schema(config_module.Config)}
+            **dataclass_schema(Config)}
 
 
 def render() -> str:
-    header = "# Generated from longvila/config.py by `python -m longvila.config_schema`; do not edit by hand.\n"
+    header = "# Generated from longvila/config/ by `python -m longvila.config.schema`; do not edit by hand.\n"
     return header + yaml.safe_dump(config_schema(), sort_keys=False, width=110)
 
 

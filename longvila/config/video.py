@@ -1,23 +1,21 @@
 """Typed configuration of the stage-5 data pipeline (`shot2story:` in config.yaml).
 
 Shot2Story (real or the offline synthetic set) -> index -> clips -> captions -> long-video QA -> SFT data.
-Loaded by the same strict loader as the other sections (longvila/config.py); every field is documented and
-checked early with an error that names the key and the fix.
+Loaded by the same strict loader as the other sections (longvila/config/core.py); every field is
+documented and checked early with an error that names the key and the fix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from longvila.config.checks import check
+
 CAPTION_BACKENDS = ("annotation", "longvila", "openai")
 QA_BACKENDS = ("template", "openai", "transformers")
 QA_TYPES = ("summary", "temporal_order", "event_localisation", "counting", "cause_effect")
 CLIP_MODES = ("shots", "fixed")
 
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"config 'shot2story.{key}': {message}")
 
 
 @dataclass
@@ -46,13 +44,14 @@ class SynthConfig:
     """Seed of the shot contents and durations."""
 
     def __post_init__(self) -> None:
-        _check(self.videos >= 1, "synth.videos", "must be >= 1")
-        _check(1 <= self.min_shots <= self.max_shots, "synth.min_shots/max_shots", "need 1 <= min_shots <= max_shots")
-        _check(0 < self.min_shot_seconds <= self.max_shot_seconds, "synth.min_shot_seconds/max_shot_seconds",
-               "need 0 < min <= max")
-        _check(self.fps >= 1, "synth.fps", "must be >= 1")
-        _check(self.width % 2 == 0 and self.height % 2 == 0 and self.width >= 16 and self.height >= 16,
-               "synth.width/height", "must be even and >= 16 (H.264 with 4:2:0 chroma)")
+        check(self.videos >= 1, "shot2story.synth.videos", "must be >= 1")
+        check(1 <= self.min_shots <= self.max_shots, "shot2story.synth.min_shots/max_shots",
+              "need 1 <= min_shots <= max_shots")
+        check(0 < self.min_shot_seconds <= self.max_shot_seconds, "shot2story.synth.min_shot_seconds/max_shot_seconds",
+              "need 0 < min <= max")
+        check(self.fps >= 1, "shot2story.synth.fps", "must be >= 1")
+        check(self.width % 2 == 0 and self.height % 2 == 0 and self.width >= 16 and self.height >= 16,
+              "shot2story.synth.width/height", "must be even and >= 16 (H.264 with 4:2:0 chroma)")
 
 
 @dataclass
@@ -68,9 +67,10 @@ class ClipConfig:
     """A trailing window shorter than this joins the previous clip."""
 
     def __post_init__(self) -> None:
-        _check(self.mode in CLIP_MODES, "clip.mode", f"use one of {CLIP_MODES}")
-        _check(self.window_seconds > 0 and 0 <= self.min_seconds <= self.window_seconds,
-               "clip.window_seconds/min_seconds", "need window_seconds > 0 and 0 <= min_seconds <= window_seconds")
+        check(self.mode in CLIP_MODES, "shot2story.clip.mode", f"use one of {CLIP_MODES}")
+        check(self.window_seconds > 0 and 0 <= self.min_seconds <= self.window_seconds,
+              "shot2story.clip.window_seconds/min_seconds",
+              "need window_seconds > 0 and 0 <= min_seconds <= window_seconds")
 
 
 @dataclass
@@ -93,9 +93,10 @@ class EndpointConfig:
     """Client-side rate limit."""
 
     def __post_init__(self) -> None:
-        _check(self.url.startswith(("http://", "https://")), "endpoint.url", "must start with http:// or https://")
-        _check(self.timeout > 0 and self.retries >= 0 and self.backoff >= 0 and self.requests_per_second > 0,
-               "endpoint", "need timeout > 0, retries >= 0, backoff >= 0, requests_per_second > 0")
+        check(self.url.startswith(("http://", "https://")), "shot2story.endpoint.url",
+              "must start with http:// or https://")
+        check(self.timeout > 0 and self.retries >= 0 and self.backoff >= 0 and self.requests_per_second > 0,
+              "shot2story.endpoint", "need timeout > 0, retries >= 0, backoff >= 0, requests_per_second > 0")
 
 
 @dataclass
@@ -119,9 +120,9 @@ class CaptionConfig:
     """Endpoint for backend 'openai'."""
 
     def __post_init__(self) -> None:
-        _check(self.backend in CAPTION_BACKENDS, "caption.backend", f"use one of {CAPTION_BACKENDS}")
-        _check(self.frames_per_clip >= 1 and self.batch >= 1 and self.max_new_tokens >= 1, "caption",
-               "frames_per_clip, batch and max_new_tokens must be >= 1")
+        check(self.backend in CAPTION_BACKENDS, "shot2story.caption.backend", f"use one of {CAPTION_BACKENDS}")
+        check(self.frames_per_clip >= 1 and self.batch >= 1 and self.max_new_tokens >= 1, "shot2story.caption",
+              "frames_per_clip, batch and max_new_tokens must be >= 1")
 
 
 @dataclass
@@ -147,10 +148,11 @@ class QAConfig:
     """Endpoint for backend 'openai'."""
 
     def __post_init__(self) -> None:
-        _check(self.backend in QA_BACKENDS, "qa.backend", f"use one of {QA_BACKENDS}")
+        check(self.backend in QA_BACKENDS, "shot2story.qa.backend", f"use one of {QA_BACKENDS}")
         bad = [t for t in self.types if t not in QA_TYPES]
-        _check(bool(self.types) and not bad, "qa.types", f"unknown {bad}; choose from {QA_TYPES}")
-        _check(self.max_new_tokens >= 1 and self.temperature >= 0, "qa", "need max_new_tokens >= 1, temperature >= 0")
+        check(bool(self.types) and not bad, "shot2story.qa.types", f"unknown {bad}; choose from {QA_TYPES}")
+        check(self.max_new_tokens >= 1 and self.temperature >= 0, "shot2story.qa",
+              "need max_new_tokens >= 1, temperature >= 0")
 
 
 @dataclass
@@ -186,6 +188,6 @@ class Shot2StoryConfig:
     """QA generation."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.annotations), "annotations", "name at least one annotation JSON file")
-        _check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
-        _check(self.max_videos >= 0 and self.num_frames >= 1, "max_videos/num_frames", "need >= 0 and >= 1")
+        check(bool(self.annotations), "shot2story.annotations", "name at least one annotation JSON file")
+        check(0.0 <= self.val_fraction < 1.0, "shot2story.val_fraction", "must be in [0, 1)")
+        check(self.max_videos >= 0 and self.num_frames >= 1, "shot2story.max_videos/num_frames", "need >= 0 and >= 1")

@@ -1,0 +1,40 @@
+"""Typed configuration: the dataclasses that `config.yaml` sections mirror, and their strict loader.
+
+One module per concern, each depending on no other `longvila` package (this package is imported in every
+Snakemake process, so it stays torch-free and cheap):
+
+    core.py      the top `Config`, the `model:` section, load_config / load_config_file / apply_overrides /
+                 config_to_dict
+    data.py      `tokenizer:`, `corpus:`, `slimpajama:`, `pack:` (stage-4 text data)
+    video.py     `shot2story:` (stage-5 data)
+    train.py     `train:` (stages 4 and 5, cluster); the checks against the model's shapes, ParallelDims and
+                 the memory planner are `longvila.plan.check.check_training`
+    eval.py      `eval:` (V-NIAH needle grid, lmms-eval benchmarks)
+    schema.py    the JSON schema generated from the dataclasses (`python -m longvila.config.schema`)
+    sources.py   SlimPajama's seven sources, their original mix and median lengths (pack.mix is checked
+                 against it; longvila.data reads it from here)
+    checks.py    `check(ok, key, message)`, the one validation helper: ValueError naming the key and the fix
+
+The public names are re-exported here:
+
+    from longvila.config import load_config_file
+    cfg = load_config_file("config.yaml", overrides=["pack.seed=7"])
+"""
+
+from longvila.config.core import (Config, ModelConfig, apply_overrides, config_to_dict, load_config,
+                                  load_config_file)
+from longvila.config.data import (UPSAMPLE_MODES, ContextConfig, CorpusConfig, PackConfig, PasskeyConfig,
+                                  SlimPajamaConfig, TokenizerConfig)
+from longvila.config.eval import BenchConfig, EvalConfig, NeedleConfig
+from longvila.config.train import ClusterConfig, Stage4Step, Stage5Run, TrainConfig
+from longvila.config.video import (CaptionConfig, ClipConfig, EndpointConfig, QAConfig, Shot2StoryConfig,
+                                   SynthConfig)
+
+__all__ = [
+    "Config", "ModelConfig", "apply_overrides", "config_to_dict", "load_config", "load_config_file",
+    "UPSAMPLE_MODES", "ContextConfig", "CorpusConfig", "PackConfig", "PasskeyConfig", "SlimPajamaConfig",
+    "TokenizerConfig",
+    "BenchConfig", "EvalConfig", "NeedleConfig",
+    "ClusterConfig", "Stage4Step", "Stage5Run", "TrainConfig",
+    "CaptionConfig", "ClipConfig", "EndpointConfig", "QAConfig", "Shot2StoryConfig", "SynthConfig",
+]
