@@ -29,7 +29,7 @@ def sp_answer_ids(model, tokenizer, prompt: str, dims, *, video=None, image=None
                   max_new_tokens: int = 64, stop_at_eos: bool = True, backend: str = "auto",
                   progress: bool = False):
     """Greedy answer ids to `prompt` about a video file, an image file, uint8 `frames` [N, H, W, 3], or text only,
-    as `longvila.model.inference.answer` builds it, with MM-SP prefill and a sharded KV cache.
+    as `longvila.infer.single.answer` builds it, with MM-SP prefill and a sharded KV cache.
 
     Every rank of dims.group("sp") calls it with the same arguments. Returns an `SPOutput` (ids, the same on
     every rank; prompt length; encode_s: reading + sharded encoding of the media; prefill_s; decode_s).
@@ -86,7 +86,7 @@ def _infer_rank(rank: int, world_size: int, opts: dict) -> str | None:
     import torch
     import transformers
 
-    from longvila.model.inference import load_for_inference
+    from longvila.infer.single import load_for_inference
     from longvila.parallel.dims import ParallelDims
 
     dims = ParallelDims(*opts["sp"], world_size=world_size, layout=opts["layout"])

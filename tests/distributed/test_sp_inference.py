@@ -18,9 +18,9 @@ CASES = [(2, 2, "zigzag"), (1, 4, "zigzag"), (1, 2, "zigzag"), (4, 1, "contiguou
 
 
 def _reference(model, tokenizer, frames):
-    """One process, the path of `longvila.model.inference.answer`, eos off: (ids, spliced embeds, logits)."""
+    """One process, the path of `longvila.infer.single.answer`, eos off: (ids, spliced embeds, logits)."""
+    from longvila.infer.single import encode_media
     from longvila.model.conversation import MEDIA_TOKENS, tokenize_conversation
-    from longvila.model.inference import encode_media
 
     (newline_id,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
     media = [encode_media(model, frames, newline_id)]
@@ -155,7 +155,7 @@ def test_infer_sp_command_starts_its_ranks_and_prints_the_answer(tiny_ckpt, tmp_
 
     from longvila.data.shot2story.synth import write_video
     from longvila.infer_sp import run_infer_sp
-    from longvila.model.inference import answer, load_for_inference
+    from longvila.infer.single import answer, load_for_inference
 
     frames = np.random.default_rng(1).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)
     video = tmp_path / "clip.mp4"

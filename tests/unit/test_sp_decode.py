@@ -75,7 +75,7 @@ def _args(model, video, sp, **kw):
 
 def test_infer_sp_1_prints_what_infer_prints(tiny_ckpt, tmp_path, capsys):
     from longvila.data.shot2story.synth import write_video
-    from longvila.model.inference import answer, load_for_inference
+    from longvila.infer.single import answer, load_for_inference
 
     frames = np.random.default_rng(1).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)
     video = tmp_path / "clip.mp4"
