@@ -20,7 +20,7 @@ from pathlib import Path
 
 from longvila.config import ContextConfig, PackConfig, TokenizerConfig, UPSAMPLE_MODES, config_to_dict
 from longvila.eval.bench_cli import add_bench_parser
-from longvila.infer_sp import add_infer_sp_args, run_infer_sp
+from longvila.infer.sp_launch import add_infer_sp_args, run_infer_sp
 from longvila.utils.env import apply_env
 from longvila.utils.hub import check_model_dir
 from longvila.utils.logging import get_logger, init_logger

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from longvila.infer_sp import parse_sp, run_infer_sp
+from longvila.infer.sp_launch import run_infer_sp
 from longvila.parallel import ParallelDims
+from longvila.parallel.decode import SPKVCache, combine_partials, owner_rank, partial_attention
 from longvila.parallel.kernels import math_attention
-from longvila.parallel.sp_inference import SPKVCache, combine_partials, owner_rank, partial_attention
+from longvila.utils.ranks import parse_sp
 
 
 def test_partials_of_disjoint_key_sets_merge_to_exact_attention():
