@@ -30,32 +30,24 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from longvila.data.video import load_image, load_video_frames
+from longvila.data.video import load_image, load_video_frames, preprocess_frames
 from longvila.model.conversation import IM_END, MEDIA_TOKENS, tokenize_conversation
-from longvila.parallel.comm import collective_device, gather_along, group_size
+from longvila.parallel.comm import collective_device, group_size
 from longvila.parallel.decode import SPKVCache, apply_sp_inference
 from longvila.parallel.dims import ParallelDims
+from longvila.parallel.mmsp import encode_frames_sharded
 
 
 # ---------------------------------------------------------------- media: MM-SP stage 1
 @torch.no_grad()
 def encode_video_sharded(model, frames_NHW3, dims: ParallelDims, batch: int = 16) -> torch.Tensor:
     """uint8 frames [N, H, W, 3] (the same on every rank) -> all frames' projector outputs [N, T, D] on every SP
-    rank; each rank preprocesses and encodes only its N/P frames (zero frames pad N to a multiple of P, their
-    outputs are dropped), in batches of `batch`. Process group: dims.group("sp") (one all-gather)."""
-    import numpy as np
-
-    from longvila.data.video import preprocess_frames
-
-    n, p = len(frames_NHW3), dims.sp_degree
-    per_rank, rank = -(-n // p), dims.axis_rank("sp")
-    mine = frames_NHW3[rank * per_rank:(rank + 1) * per_rank]
-    if len(mine) < per_rank:
-        mine = np.concatenate([mine, np.zeros((per_rank - len(mine), *frames_NHW3.shape[1:]), frames_NHW3.dtype)])
+    rank; each rank preprocesses and encodes only its N/P frames, in batches of `batch` (zero frames pad N to a
+    multiple of P, their outputs are dropped). The sharding is `parallel.mmsp.encode_frames_sharded`; this adds
+    the SigLIP preprocessing, per batch. Process group: dims.group("sp") (one all-gather)."""
     size, device = model.vision_tower.config.image_size, model.device
-    local = torch.cat([model.encode_frames(preprocess_frames(mine[i:i + batch], size).to(device))
-                       for i in range(0, per_rank, batch)])
-    return gather_along(local, dims.group("sp"), dim=0)[:n]
+    return encode_frames_sharded(model, frames_NHW3, dims, batch=batch,
+                                 prepare=lambda chunk: preprocess_frames(chunk, size).to(device))
 
 
 # ---------------------------------------------------------------- prefill, greedy pick, greedy loop
