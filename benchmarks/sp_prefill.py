@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from longvila.infer_sp import launch_local, parse_sp  # noqa: E402
+from longvila.utils.ranks import launch_local, parse_sp  # noqa: E402
 
 VIDEO_ID, NEWLINE_ID = 151650, 198
 TEXT_IDS = [151644, 872, 198, 3838, 374, 151645, 198, 151644, 77091, 198]   # ChatML: user ... assistant
@@ -62,7 +62,7 @@ def _inputs(model, tokens: int, with_frames: bool):
 
 
 def _one_ttft(model, frames, ids, dims):
-    from longvila.parallel.sp_inference import encode_video_sharded, sp_greedy
+    from longvila.infer.sp import encode_video_sharded, sp_greedy
 
     device = model.device
     _sync(device)

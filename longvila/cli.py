@@ -20,7 +20,7 @@ from pathlib import Path
 
 from longvila.config import ContextConfig, PackConfig, TokenizerConfig, UPSAMPLE_MODES, config_to_dict
 from longvila.eval.bench_cli import add_bench_parser
-from longvila.infer_sp import add_infer_sp_args, run_infer_sp
+from longvila.infer.sp_launch import add_infer_sp_args, run_infer_sp
 from longvila.utils.env import apply_env
 from longvila.utils.hub import check_model_dir
 from longvila.utils.logging import get_logger, init_logger
@@ -106,7 +106,7 @@ def _infer(args: argparse.Namespace) -> int:
     if args.num_frames < 1 or args.max_new_tokens < 1:
         raise ValueError("--num-frames and --max-new-tokens must be >= 1")
     check_model_dir(args.model)
-    from longvila.model.inference import answer, load_for_inference
+    from longvila.infer.single import answer, load_for_inference
 
     if args.sp is not None:
         return run_infer_sp(args)
@@ -151,7 +151,7 @@ def _eval_needle(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from longvila.serve import make_server
+    from longvila.infer.serve import make_server
 
     check_model_dir(args.model)
     server = make_server(args.model, args.host, args.port, args.name)

@@ -187,7 +187,7 @@ def encode_haystack(model, frames_uint8: np.ndarray, dims=None, batch: int = 32,
     from longvila.data.video import preprocess_frames
 
     if dims is not None and dims.sp_degree > 1:
-        from longvila.parallel.sp_inference import encode_video_sharded
+        from longvila.infer.sp import encode_video_sharded
 
         return encode_video_sharded(model, frames_uint8, dims, batch=batch)
     size, device = model.vision_tower.config.image_size, next(model.parameters()).device

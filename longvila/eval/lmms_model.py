@@ -28,8 +28,8 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from longvila.infer.single import load_for_inference
 from longvila.model.conversation import IM_END, MEDIA_TOKENS, tokenize_conversation
-from longvila.model.inference import load_for_inference
 from longvila.utils.logging import get_logger
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")

@@ -43,7 +43,7 @@ def evaluate_needle(model_dir: str | Path, haystack: str | Path, needles_dir: st
     import torch.distributed as dist
 
     from longvila.data.video import preprocess_frames
-    from longvila.model.inference import load_for_inference
+    from longvila.infer.single import load_for_inference
     from longvila.parallel.comm import collective_device
 
     rank = dist.get_rank() if dist.is_initialized() else 0

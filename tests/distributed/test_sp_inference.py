@@ -18,9 +18,9 @@ CASES = [(2, 2, "zigzag"), (1, 4, "zigzag"), (1, 2, "zigzag"), (4, 1, "contiguou
 
 
 def _reference(model, tokenizer, frames):
-    """One process, the path of `longvila.model.inference.answer`, eos off: (ids, spliced embeds, logits)."""
+    """One process, the path of `longvila.infer.single.answer`, eos off: (ids, spliced embeds, logits)."""
+    from longvila.infer.single import encode_media
     from longvila.model.conversation import MEDIA_TOKENS, tokenize_conversation
-    from longvila.model.inference import encode_media
 
     (newline_id,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
     media = [encode_media(model, frames, newline_id)]
@@ -39,8 +39,9 @@ def _prefill_logits_error(model, embeds, ref_logits, dims):
     """Largest |logit| difference over the real prompt positions, and the real tokens cached over the SP group."""
     import torch.distributed as dist
 
+    from longvila.infer.sp import sp_prefill
     from longvila.parallel import gather_sequence
-    from longvila.parallel.sp_inference import SPKVCache, sp_prefill
+    from longvila.parallel.decode import SPKVCache
 
     cache = SPKVCache(dims, real_len=len(embeds))
     hidden = sp_prefill(model, embeds, cache)
@@ -57,10 +58,9 @@ def _cases(rank, world):
 
     from longvila.data.tokenizer import resolve_tokenizer_dir
     from longvila.data.video import preprocess_frames
-    from longvila.infer_sp import sp_answer_ids
+    from longvila.infer.sp import encode_video_sharded, sp_answer_ids, sp_greedy
     from longvila.model.sizes import build_model
     from longvila.parallel import ParallelDims
-    from longvila.parallel.sp_inference import encode_video_sharded, sp_greedy
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer_dir("builtin:qwen2")[0])
@@ -154,8 +154,8 @@ def test_infer_sp_command_starts_its_ranks_and_prints_the_answer(tiny_ckpt, tmp_
     import argparse
 
     from longvila.data.shot2story.synth import write_video
-    from longvila.infer_sp import run_infer_sp
-    from longvila.model.inference import answer, load_for_inference
+    from longvila.infer.single import answer, load_for_inference
+    from longvila.infer.sp_launch import run_infer_sp
 
     frames = np.random.default_rng(1).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)
     video = tmp_path / "clip.mp4"

@@ -64,7 +64,7 @@ def _run(rank, world, config, overrides, data, run_dir, out_dir, stop_after=None
 
 def test_stage5_2d_sp_zero3_matches_one_process_and_writes_a_loadable_checkpoint(tiny_ckpt, sft_data, tmp_path):
     """P=4 (U=2 x R=2) with DeepSpeed ZeRO-3, preempted and resumed = one process with the torch engine."""
-    from longvila.model.inference import answer, load_for_inference
+    from longvila.infer.single import answer, load_for_inference
 
     config = str(tiny_ckpt.parent / "config.yaml")
     ref, steps = _run(0, 1, config, _overrides(1, 1), sft_data, tmp_path / "ref", tmp_path / "ref_out")
@@ -127,8 +127,8 @@ def test_samples_longer_than_max_length_are_skipped_and_counted(tiny_ckpt, sft_d
 def test_sample_target_counts_known_before_decoding_equal_the_spliced_sequence(tiny_ckpt, sft_data):
     """The loop divides by counts taken from the labels alone; they must equal the targets after splicing."""
     from longvila.data.sft_dataset import VilaVideoDataset
+    from longvila.infer.single import load_for_inference
     from longvila.model.conversation import MEDIA_TOKENS
-    from longvila.model.inference import load_for_inference
     from longvila.parallel import ParallelDims
     from longvila.parallel.mmsp import prepare_sp_inputs
     from longvila.train.stage5 import VideoSFTSamples

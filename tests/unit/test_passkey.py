@@ -45,7 +45,7 @@ def test_passkey_scoring_on_the_held_out_documents(small_corpus, tmp_path):
 
 
 def test_passkey_runs_a_real_tiny_model(tiny_ckpt, small_corpus):
-    from longvila.model.inference import load_for_inference
+    from longvila.infer.single import load_for_inference
 
     model, tokenizer = load_for_inference(tiny_ckpt)
     result = evaluate_passkeys(model, tokenizer, load_passkeys(small_corpus / "passkeys.jsonl", lengths=[128]))

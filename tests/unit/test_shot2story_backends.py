@@ -38,7 +38,7 @@ def env(tmp_path_factory, tiny_ckpt):
     videos, _ = build_index(load_annotations(tmp / "data/annotations" / SMALL.annotation_file, rejects),
                             tmp / "data", "videos", "shots", rejects)
     clips = [c for v in videos for c in clips_for_video(v, "shots", 10.0, 2.0)]
-    from longvila.serve import make_server
+    from longvila.infer.serve import make_server
 
     server = make_server(str(tiny_ckpt), port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from longvila.infer_sp import parse_sp, run_infer_sp
+from longvila.infer.sp_launch import run_infer_sp
 from longvila.parallel import ParallelDims
+from longvila.parallel.decode import SPKVCache, combine_partials, owner_rank, partial_attention
 from longvila.parallel.math_kernel import math_attention
-from longvila.parallel.sp_inference import SPKVCache, combine_partials, owner_rank, partial_attention
+from longvila.utils.ranks import parse_sp
 
 
 def test_partials_of_disjoint_key_sets_merge_to_exact_attention():
@@ -75,7 +76,7 @@ def _args(model, video, sp, **kw):
 
 def test_infer_sp_1_prints_what_infer_prints(tiny_ckpt, tmp_path, capsys):
     from longvila.data.shot2story.synth import write_video
-    from longvila.model.inference import answer, load_for_inference
+    from longvila.infer.single import answer, load_for_inference
 
     frames = np.random.default_rng(1).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)
     video = tmp_path / "clip.mp4"

@@ -101,13 +101,13 @@ class LongVILACaptioner:
     """Our model: the frames of a batch of clips go through the vision tower together."""
 
     def __init__(self, model_dir: str, cfg) -> None:
-        from longvila.model.inference import load_for_inference
+        from longvila.infer.single import load_for_inference
 
         self.model, self.tokenizer = load_for_inference(model_dir)
         self.cfg = cfg
 
     def caption_batch(self, items: list[tuple[object, np.ndarray]], prompt: str, done, failed) -> None:
-        from longvila.model.inference import answer_frames
+        from longvila.infer.single import answer_frames
 
         texts = answer_frames(self.model, self.tokenizer, prompt, [f for _, f in items], self.cfg.max_new_tokens)
         for (item, _), text in zip(items, texts, strict=True):

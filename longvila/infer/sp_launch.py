@@ -2,73 +2,27 @@
 
 The command starts U x R local processes itself (torch.multiprocessing, spawn): NCCL with one GPU per rank
 when the machine has at least U x R GPUs (bf16), else gloo on the CPU (fp32, threads split between the
-ranks). Every rank loads the checkpoint and reads the video; each encodes 1/P of the frames, the prompt is
-prefilled with Ulysses x ring attention, and decoding keeps the KV cache sharded (parallel/sp_inference.py).
-Rank 0's answer is printed. On the CPU (fp32) the answer is the one `longvila infer` gives without --sp.
+ranks). Every rank loads the checkpoint and reads the video, then answers with `longvila.infer.sp`: each
+encodes 1/P of the frames, the prompt is prefilled with Ulysses x ring attention, and decoding keeps the KV
+cache sharded (parallel/decode.py). Rank 0's answer is printed. On the CPU (fp32) the answer is the one
+`longvila infer` gives without --sp. This module holds the command only (flags, checks before any rank
+starts, the rank entry); it imports torch lazily, so `longvila --help` stays fast.
 
     longvila infer --model results/init_model/tiny --video clip.mp4 --prompt "What happens?" --sp 2x2
     longvila infer ... --sp 4          # a single number P is a ring of P ranks (1xP): valid for any head count
 
-Library use (inside an initialised process group, or P = 1 without one):
-
-    text = sp_generate(model, tokenizer, "What happens?", dims, video="clip.mp4", num_frames=256)
+Library use (inside an initialised process group): `longvila.infer.sp.sp_generate`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 from longvila.utils.logging import get_logger
 from longvila.utils.ranks import launch_local, parse_sp
 
 
-# ---------------------------------------------------------------- answering (any rank)
-def sp_answer_ids(model, tokenizer, prompt: str, dims, *, video=None, image=None, frames=None, num_frames: int = 8,
-                  max_new_tokens: int = 64, stop_at_eos: bool = True, backend: str = "auto",
-                  progress: bool = False):
-    """Greedy answer ids to `prompt` about a video file, an image file, uint8 `frames` [N, H, W, 3], or text only,
-    as `longvila.model.inference.answer` builds it, with MM-SP prefill and a sharded KV cache.
-
-    Every rank of dims.group("sp") calls it with the same arguments. Returns an `SPOutput` (ids, the same on
-    every rank; prompt length; encode_s: reading + sharded encoding of the media; prefill_s; decode_s).
-    """
-    import torch
-
-    from longvila.data.video import load_image, load_video_frames
-    from longvila.model.conversation import IM_END, MEDIA_TOKENS, tokenize_conversation
-    from longvila.parallel.sp_inference import encode_video_sharded, sp_greedy
-
-    if sum(x is not None for x in (video, image, frames)) > 1:
-        raise ValueError("give one of video, image or frames")
-    start = time.perf_counter()
-    kind = "image" if image is not None else "video" if video is not None or frames is not None else None
-    if video is not None:
-        frames, _ = load_video_frames(video, num_frames, progress=progress)
-    elif image is not None:
-        frames = load_image(image)[None]
-    (newline_id,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        media = [] if frames is None else [model.media_embeds(encode_video_sharded(model, frames, dims), newline_id)]
-        encode_s = time.perf_counter() - start
-        record = {"conversations": [{"from": "human", "value": prompt}]}
-        tok = tokenize_conversation(tokenizer, record, kind, add_generation_prompt=True)
-        media_ids = {tokenizer.convert_tokens_to_ids(t) for t in MEDIA_TOKENS.values()}
-        embeds_LD, _ = model.splice(torch.tensor(tok.input_ids, device=model.device), media, media_ids)
-    out = sp_greedy(model, embeds_LD, dims, max_new_tokens=max_new_tokens, backend=backend,
-                    eos_token_id=tokenizer.convert_tokens_to_ids(IM_END) if stop_at_eos else None)
-    out.encode_s = encode_s
-    return out
-
-
-def sp_generate(model, tokenizer, prompt: str, dims, **kwargs) -> str:
-    """The answer text of `sp_answer_ids` (same keywords), the same on every rank."""
-    out = sp_answer_ids(model, tokenizer, prompt, dims, **kwargs)
-    return tokenizer.decode(out.ids, skip_special_tokens=True).strip()
-
-
-# ---------------------------------------------------------------- local launcher
 # ---------------------------------------------------------------- the CLI
 def add_infer_sp_args(parser: argparse.ArgumentParser) -> None:
     """The --sp flags of `longvila infer`."""
@@ -86,7 +40,8 @@ def _infer_rank(rank: int, world_size: int, opts: dict) -> str | None:
     import torch
     import transformers
 
-    from longvila.model.inference import load_for_inference
+    from longvila.infer.single import load_for_inference
+    from longvila.infer.sp import sp_answer_ids
     from longvila.parallel.dims import ParallelDims
 
     dims = ParallelDims(*opts["sp"], world_size=world_size, layout=opts["layout"])

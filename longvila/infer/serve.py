@@ -59,13 +59,13 @@ class Generator:
     """Loads the checkpoint once; `reply(prompt, images, max_tokens) -> text`."""
 
     def __init__(self, model_dir: str) -> None:
-        from longvila.model.inference import load_for_inference
+        from longvila.infer.single import load_for_inference
 
         self.model, self.tokenizer = load_for_inference(model_dir)
         self.lock = threading.Lock()
 
     def reply(self, prompt: str, images: list[np.ndarray], max_tokens: int) -> str:
-        from longvila.model.inference import answer_frames, answer
+        from longvila.infer.single import answer_frames, answer
 
         with self.lock:
             if images:

@@ -5,7 +5,8 @@
 
 Frames are sampled uniformly over the whole video, preprocessed as SigLIP expects, encoded in chunks (with a
 progress bar for long videos), spliced into the ChatML prompt at `<vila/video>`, and the answer is decoded
-greedily with a KV cache. (Sequence-parallel prefill for very long videos comes with MM-SP.)
+greedily with a KV cache. This is `longvila infer` without --sp; sequence-parallel prefill for very long videos
+is `longvila.infer.sp` (same prompt, same greedy ids).
 """
 
 from __future__ import annotations

@@ -1,35 +1,35 @@
-"""Sequence-parallel inference: MM-SP prefill, then greedy decoding against a KV cache that stays sharded.
+"""Sequence-parallel decoding mechanisms: the sharded KV cache and the attention of a decoded token over it.
 
-Prefill: the frames are encoded 1/P per rank (`encode_video_sharded`, MM-SP stage 1), spliced into the prompt
-on every rank, padded at the END to the layout's divisor and sharded (`local_indices`). The LLM runs on this
-rank's shard with `sp_attention` (Ulysses x ring), and every layer's attention call also stores this rank's
-K/V (post-rotary, all KV heads) for its REAL positions only: padding is never cached, so no real token ever
-attends to it, in prefill (causal, padding comes last) or in decoding. Each rank holds the spliced prompt's
-embeddings [L, D] once, as training's `prepare_sp_inputs` does; activations and the KV cache are 1/P.
+Why: at inference the prompt (a long video) is prefilled sharded over the SP group, and its KV cache stays
+sharded: no rank ever holds all of it. This module is the parallel part of that; the driver that encodes the
+media, prefills and runs the greedy loop is `longvila.infer.sp` (`sp_greedy`, `sp_answer_ids`).
 
-Decode: the new token is replicated on every rank with its global position. In each layer every rank attends
-the token's query to its own cached keys, giving a partial (out, LSE); the SP group all-gathers the partials
-and merges them exactly by log-sum-exp, in rank order, so every rank computes the same output. The new
-token's K/V are appended on the rank that owns the last prompt token (the owner); the owner also computes
-the logits, picks the greedy token and broadcasts it (as in the paper), so all ranks stop together.
+Cache (`SPKVCache`): during the prefill every layer's attention call runs `sp_attention` (Ulysses x ring) on
+this rank's shard and also stores this rank's K/V (post-rotary, all KV heads) for its REAL positions only.
+The prompt is padded at the END to the layout's divisor, and padding is never cached, so no real token ever
+attends to it, in prefill (causal, padding comes last) or in decoding. Activations and the cache are 1/P.
 
-The seam is Transformers' `AttentionInterface` (as in parallelize.py): the cache travels as the `sp_cache=`
-keyword of the decoder's forward, which Transformers hands to the attention function unchanged; the LLM runs
-with use_cache=False (the cache is ours).
+Decode (`decode_attention`): the new token is replicated on every rank with its global position. In each
+layer every rank attends the token's query to its own cached keys, giving a partial (out, LSE); the SP group
+all-gathers the partials and merges them exactly by log-sum-exp, in rank order, so every rank computes the
+same output. The new token's K/V are appended on the rank that owns the last prompt token (`owner_rank`);
+the driver lets the owner pick the greedy token and broadcast it (as in the paper).
+
+The seam is Transformers' `AttentionInterface` (as in parallelize.py): `apply_sp_inference` registers the
+attention function; the cache travels as the `sp_cache=` keyword of the decoder's forward, which
+Transformers hands to the attention function unchanged; the LLM runs with use_cache=False (the cache is ours).
 
     apply_sp_inference(model, dims)
-    out = sp_greedy(model, embeds_LD, dims, max_new_tokens=32, eos_token_id=eos)   # same ids on every rank
-    out.ids, out.prefill_s                                                        # prefill_s: to the 1st token
+    cache = SPKVCache(dims, real_len=len(embeds_LD), max_new_tokens=32)
+    llm.get_decoder()(inputs_embeds=..., position_ids=..., use_cache=False, sp_cache=cache)
 
-Shapes: B batch (1), S tokens, H query heads, Hkv KV heads (G = H / Hkv), D head dim, L prompt length.
-Communication per decoded token and layer: one all-gather of B*H*(D+1) fp32 values over dims.group("sp");
-per token: one broadcast of its id from the owner.
+Tested by tests/unit/test_sp_decode.py (merge, cache bookkeeping) and tests/distributed/test_sp_inference.py.
+
+Shapes: B batch (1), S tokens, H query heads, Hkv KV heads (G = H / Hkv), D head dim.
+Communication per decoded token and layer: one all-gather of B*H*(D+1) fp32 values over dims.group("sp").
 """
 
 from __future__ import annotations
-
-import time
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -37,7 +37,7 @@ from transformers import AttentionInterface
 
 from longvila.parallel.attention import sp_attention
 from longvila.parallel.blocks import acc_dtype, merge_into
-from longvila.parallel.comm import collective_device, gather_along, group_size
+from longvila.parallel.comm import group_size
 from longvila.parallel.dims import ParallelDims
 from longvila.parallel.layout import local_indices
 
@@ -170,105 +170,11 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
 
 def apply_sp_inference(model, dims: ParallelDims) -> str:
     """Route `model`'s LLM attention through the SP inference function (in place); returns its name. The model
-    then runs only through `sp_prefill` / `sp_greedy` (`llm.set_attn_implementation("sdpa")` undoes it)."""
+    then runs only through `longvila.infer.sp`'s `sp_prefill` / `sp_greedy`, which pass the cache
+    (`llm.set_attn_implementation("sdpa")` undoes it)."""
     llm = getattr(model, "llm", model)
     cfg = llm.config
     dims.validate_heads(cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads))
     AttentionInterface.register(ATTENTION_NAME, _attention)
     llm.set_attn_implementation(ATTENTION_NAME)
     return ATTENTION_NAME
-
-
-# ---------------------------------------------------------------- prefill, decode, greedy loop
-@torch.no_grad()
-def encode_video_sharded(model, frames_NHW3, dims: ParallelDims, batch: int = 16) -> torch.Tensor:
-    """uint8 frames [N, H, W, 3] (the same on every rank) -> all frames' projector outputs [N, T, D] on every SP
-    rank; each rank preprocesses and encodes only its N/P frames (zero frames pad N to a multiple of P, their
-    outputs are dropped), in batches of `batch`. Process group: dims.group("sp") (one all-gather)."""
-    import numpy as np
-
-    from longvila.data.video import preprocess_frames
-
-    n, p = len(frames_NHW3), dims.sp_degree
-    per_rank, rank = -(-n // p), dims.axis_rank("sp")
-    mine = frames_NHW3[rank * per_rank:(rank + 1) * per_rank]
-    if len(mine) < per_rank:
-        mine = np.concatenate([mine, np.zeros((per_rank - len(mine), *frames_NHW3.shape[1:]), frames_NHW3.dtype)])
-    size, device = model.vision_tower.config.image_size, model.device
-    local = torch.cat([model.encode_frames(preprocess_frames(mine[i:i + batch], size).to(device))
-                       for i in range(0, per_rank, batch)])
-    return gather_along(local, dims.group("sp"), dim=0)[:n]
-
-
-@torch.no_grad()
-def sp_prefill(model, embeds_LD: torch.Tensor, cache: SPKVCache) -> torch.Tensor:
-    """Run the LLM over this rank's shard of the prompt (`embeds_LD`, the same on every rank), filling `cache`;
-    returns this rank's final hidden states [S_loc, D] (order: `cache.positions`; the padding's rows are
-    meaningless). Process groups: those of `sp_attention`."""
-    llm = getattr(model, "llm", model)
-    if len(embeds_LD) != cache.real_len:
-        raise ValueError(f"the cache was built for {cache.real_len} prompt tokens, got {len(embeds_LD)}")
-    positions = cache.positions.to(embeds_LD.device)
-    # this rank's rows, padding (past the end) as zeros, without a padded copy of the whole prompt
-    local_SD = embeds_LD.index_select(0, positions.clamp(max=cache.real_len - 1))
-    local_SD = local_SD * cache.keep.to(local_SD.device, local_SD.dtype)[:, None]
-    cache.decoding = False
-    hidden = llm.get_decoder()(inputs_embeds=local_SD[None], position_ids=positions[None], use_cache=False,
-                               sp_cache=cache).last_hidden_state[0]
-    cache.decoding = True
-    return hidden
-
-
-def _pick(llm, hidden_D: torch.Tensor | None, cache: SPKVCache) -> int:
-    """The owner's greedy token, broadcast over the SP group."""
-    token = torch.zeros(1, dtype=torch.int64, device=collective_device())
-    if cache.is_owner:
-        token[0] = llm.get_output_embeddings()(hidden_D).argmax()
-    group = cache.dims.group("sp")
-    if group_size(group) > 1:
-        dist.broadcast(token, src=dist.get_global_rank(group, cache.owner), group=group)
-    return int(token.item())
-
-
-@dataclass
-class SPOutput:
-    ids: list[int]           # generated ids (with the eos token when it stopped there), the same on every rank
-    prompt_len: int          # tokens in the prompt, media included
-    prefill_s: float         # prefill + first token (time to first token after the media are encoded)
-    decode_s: float          # the remaining tokens
-    encode_s: float = 0.0    # sharded frame encoding (set by callers that encode media)
-
-    @property
-    def ttft_s(self) -> float:
-        return self.encode_s + self.prefill_s
-
-
-@torch.no_grad()
-def sp_greedy(model, embeds_LD: torch.Tensor, dims: ParallelDims, *, max_new_tokens: int,
-              eos_token_id: int | None = None, backend: str = "auto") -> SPOutput:
-    """Greedy generation after the prompt `embeds_LD` [L, D] (the same on every rank of the SP group).
-
-    Args:
-        dims: the topology (groups built, or one process); U must divide the LLM's heads and KV heads.
-        eos_token_id: stop after this token (None: always `max_new_tokens`).
-        layout, backend: of the prefill's `sp_attention`.
-    Returns:
-        SPOutput, the same ids on every rank. Process groups: dims.group("sp") and those of `sp_attention`.
-    """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens}; ask for at least one token")
-    llm = getattr(model, "llm", model)
-    apply_sp_inference(model, dims)
-    cache = SPKVCache(dims, real_len=len(embeds_LD), backend=backend, max_new_tokens=max_new_tokens)
-    start = time.perf_counter()
-    hidden = sp_prefill(model, embeds_LD, cache)
-    token = _pick(llm, hidden[cache.last_index()] if cache.is_owner else None, cache)
-    prefill_s = time.perf_counter() - start
-    ids, device, decoder = [token], embeds_LD.device, llm.get_decoder()
-    while len(ids) < max_new_tokens and token != eos_token_id:
-        position = torch.tensor([[cache.real_len + len(ids) - 1]], device=device)
-        x = llm.get_input_embeddings()(torch.tensor([[token]], device=device))
-        h = decoder(inputs_embeds=x, position_ids=position, use_cache=False, sp_cache=cache).last_hidden_state
-        token = _pick(llm, h[0, -1] if cache.is_owner else None, cache)
-        ids.append(token)
-    return SPOutput(ids, cache.real_len, prefill_s, time.perf_counter() - start - prefill_s)
