@@ -62,11 +62,12 @@ def main() -> None:
 def caption_benchmark(tmp: Path, root: Path) -> None:
     from longvila.config import load_config_file
     from longvila.config.video import CaptionConfig
-    from longvila.data.shot2story.caption import LongVILACaptioner, clip_frame_indices
+    from longvila.data.shot2story.caption import clip_frame_indices
     from longvila.data.shot2story.clips import clips_for_video
     from longvila.data.shot2story.common import Rejects
     from longvila.data.shot2story.index import build_index, load_annotations
     from longvila.data.video import read_frames
+    from longvila.infer.captioner import LongVILACaptioner
     from pipeline import init_model, resolve_config
 
     cfg = tmp / "config.yaml"
@@ -85,7 +86,9 @@ def caption_benchmark(tmp: Path, root: Path) -> None:
     for start in range(0, len(clips), c.batch):
         batch = [((x, None), read_frames(root / x["path"], clip_frame_indices(x["start_frame"], x["end_frame"], 4)))
                  for x in clips[start:start + c.batch]]
-        done += len(captioner.caption_batch(batch, prompt))
+        captions = []
+        captioner.caption_batch(batch, prompt, lambda item, text: captions.append(text), None)
+        done += len(captions)
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"longvila captioner (tiny, CPU): {done} clips in {dt:.1f} s = {done / dt:.2f} clips/s "

@@ -37,8 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         clips = read_rows(Path(args.clips) / "clips.parquet")
         model_dir = args.model or c.model_dir or f"results/init_model/{cfg.model.size}"
         rejects = Rejects("s2s_caption", strict=cfg.shot2story.strict)
+        make = None
+        if c.backend == "longvila":
+            from longvila.infer.captioner import LongVILACaptioner
+
+            make = lambda: LongVILACaptioner(model_dir, c)  # noqa: E731  (loaded only when a clip needs it)
         rows = caption_clips(clips, videos, root, c, Path(args.cache) / f"{c.backend}.jsonl", rejects,
-                             model_dir=model_dir, progress=True)
+                             model_dir=model_dir, progress=True, make_captioner=make)
         with atomic_dir(args.out) as tmp:
             write_parquet(tmp / "captions.parquet", rows, CAPTIONS_SCHEMA)
             finish(tmp, "s2s_caption", cfg, len(clips), len(rows), rejects, backend=c.backend)

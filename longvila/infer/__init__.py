@@ -6,6 +6,7 @@
                   `sp_greedy`, `sp_prefill`)
     sp_launch.py  `longvila infer --sp UxR`: its flags, and the local ranks it starts
     serve.py      `longvila serve`: an OpenAI-compatible chat-completions endpoint over single.py
+    captioner.py  the `longvila` caption backend of stage-5 data (`LongVILACaptioner`, over single.py)
 
 The parallel mechanisms these use (the sharded KV cache, decode attention and its log-sum-exp merge, the
 sharded frame encoder) live in `longvila.parallel` (decode.py, mmsp.py); the models stay single-process.

@@ -109,6 +109,37 @@ def test_the_model_stays_single_process():
     assert not _edges(import_graph(), "longvila.model", "longvila.parallel")
 
 
+# What each part of the library may import (the README's "Where things live" map says the same); the
+# `longvila` package itself (its __init__: the Auto-class registration) may be imported by any part.
+MAY_IMPORT = {
+    "utils": set(),
+    "shapes": set(),
+    "config": set(),
+    "parallel": {"utils"},
+    "model": {"shapes", "utils"},
+    "data": {"config", "model", "utils"},
+    "infer": {"data", "model", "parallel", "utils"},
+    "plan": {"config", "parallel", "shapes", "utils"},
+    "train": {"config", "data", "model", "parallel", "utils"},
+    "eval": {"data", "infer", "model", "parallel", "utils"},
+    "cli": {"config", "data", "eval", "infer", "model", "parallel", "plan", "shapes", "train", "utils"},
+}
+
+
+def _part(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "longvila" and len(parts) > 1 else None
+
+
+def test_each_part_of_the_library_imports_only_what_the_map_allows():
+    graph = import_graph()
+    parts = {p for m in graph if (p := _part(m))}
+    assert parts == set(MAY_IMPORT), f"new or removed parts: add them to MAY_IMPORT and the README map ({parts})"
+    wrong = sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                   if _part(a) and _part(b) and _part(a) != _part(b) and _part(b) not in MAY_IMPORT[_part(a)])
+    assert not wrong, "imports outside the map: " + "; ".join(wrong)
+
+
 def test_the_walk_sees_function_level_imports(tmp_path, monkeypatch):
     """The checker itself: a loop closed only by an import inside a function is found."""
     pkg = tmp_path / "longvila"

@@ -160,8 +160,12 @@ def test_transformers_qa_backend_on_a_local_causal_lm(env):
 def test_longvila_captioner_batches_clips(env, tmp_path):
     cfg = CaptionConfig(backend="longvila", frames_per_clip=2, batch=2, max_new_tokens=3)
     clips = env["clips"][:3]
+    from longvila.infer.captioner import LongVILACaptioner
+
+    with pytest.raises(ValueError, match="make_captioner"):
+        caption_clips(clips, env["videos"], env["root"], cfg, tmp_path / "c.jsonl", Rejects("c"))
     rows = caption_clips(clips, env["videos"], env["root"], cfg, tmp_path / "c.jsonl", Rejects("c"),
-                         model_dir=str(env["ckpt"]))
+                         model_dir=str(env["ckpt"]), make_captioner=lambda: LongVILACaptioner(str(env["ckpt"]), cfg))
     assert len(rows) == 3 and {r["model"].split("@")[0] for r in rows} == {str(env["ckpt"])}
 
 

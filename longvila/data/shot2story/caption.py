@@ -3,7 +3,7 @@
 Backends:
   annotation  Shot2Story's own caption of the shot each clip is aligned to (no model; clips without a shot
               alignment are rejected as no_shot_alignment);
-  longvila    our model (released-layout checkpoint): `frames_per_clip` frames sampled uniformly in the clip,
+  longvila    our model (released-layout checkpoint; the captioner is longvila.infer.captioner's): `frames_per_clip` frames sampled uniformly in the clip,
               encoded in batches of clips, greedy caption;
   openai      an OpenAI-compatible chat endpoint with image input (frames as PNG data URLs).
 Model captions are cached in a JSON-lines file keyed by a hash of (clip, video file, backend, model
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,23 +98,6 @@ def model_fingerprint(model_dir: str | Path) -> str:
     return f"{root}@{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]}"
 
 
-class LongVILACaptioner:
-    """Our model: the frames of a batch of clips go through the vision tower together."""
-
-    def __init__(self, model_dir: str, cfg) -> None:
-        from longvila.infer.single import load_for_inference
-
-        self.model, self.tokenizer = load_for_inference(model_dir)
-        self.cfg = cfg
-
-    def caption_batch(self, items: list[tuple[object, np.ndarray]], prompt: str, done, failed) -> None:
-        from longvila.infer.single import answer_frames
-
-        texts = answer_frames(self.model, self.tokenizer, prompt, [f for _, f in items], self.cfg.max_new_tokens)
-        for (item, _), text in zip(items, texts, strict=True):
-            done(item, text)
-
-
 class OpenAICaptioner:
     """An OpenAI-compatible endpoint, one request per clip; each caption is reported as soon as it returns."""
 
@@ -133,10 +117,20 @@ class OpenAICaptioner:
 
 
 def caption_clips(clips: list[dict], videos: dict[str, dict], root: Path, cfg, cache_path: Path,
-                  rejects: Rejects, model_dir: str | None = None, progress: bool = False) -> list[dict]:
-    """captions.parquet rows for `clips` (see the module docstring)."""
+                  rejects: Rejects, model_dir: str | None = None, progress: bool = False,
+                  make_captioner: Callable[[], object] | None = None) -> list[dict]:
+    """captions.parquet rows for `clips` (see the module docstring).
+
+    `make_captioner()` builds the captioner (`caption_batch(items, prompt, done, failed)`), called only when
+    some clip is not cached yet; default: `OpenAICaptioner(cfg)` for the openai backend. The longvila backend
+    needs it: `lambda: LongVILACaptioner(model_dir, cfg)` from `longvila.infer.captioner` (the data package
+    runs no model itself). `model_dir` names the model in the cache keys and the rows.
+    """
     from longvila.data.video import read_frames
 
+    if cfg.backend == "longvila" and make_captioner is None:
+        raise ValueError("caption backend 'longvila' runs a model: pass make_captioner=lambda: "
+                         "LongVILACaptioner(model_dir, cfg) (longvila.infer.captioner)")
     rows = []
     if cfg.backend == "annotation":
         for clip in clips:
@@ -170,7 +164,7 @@ def caption_clips(clips: list[dict], videos: dict[str, dict], root: Path, cfg, c
                       f"with {cfg.backend}")
     captioner = None
     if todo:                                  # load the model (or open the client) only when there is work
-        captioner = LongVILACaptioner(model_dir, cfg) if cfg.backend == "longvila" else OpenAICaptioner(cfg)
+        captioner = make_captioner() if make_captioner is not None else OpenAICaptioner(cfg)
 
     def done(item, text):
         if not isinstance(text, str):
