@@ -227,3 +227,33 @@ def test_clip_config_refuses_bad_values():
         ClipConfig(mode="scenes")
     with pytest.raises(ValueError, match="qa.types"):
         QAConfig(types=["trivia"])
+
+
+LOADED = SynthConfig(videos=3, min_shots=2, max_shots=3, min_shot_seconds=3.0, max_shot_seconds=6.0, fps=2, seed=1)
+
+
+def test_synthetic_videos_are_the_same_bytes_on_any_number_of_cpus_and_under_load(tmp_path):
+    """A SLURM job (one CPU) must write the very files a local run writes: the encoder's threading must not leak
+    into the bytes. Six builds at once, every other one pinned to one CPU, all equal (before the fix, the encoder's
+    own threaded colour conversion made about one build in four differ under such load)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    def digests(root: Path) -> dict:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*.mp4"))}
+
+    code = ("import sys; from longvila.config.video import SynthConfig; "
+            "from longvila.data.shot2story.synth import build_synthetic; "
+            f"build_synthetic(SynthConfig(**{LOADED.__dict__!r}), sys.argv[1])")
+    one_cpu = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if hasattr(os, "sched_setaffinity") \
+        else None
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"run{i}")],
+                              preexec_fn=one_cpu if i % 2 else None) for i in range(6)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 6
+    want = digests(tmp_path / "run0")
+    assert len(want) >= 6
+    for i in range(1, 6):
+        assert digests(tmp_path / f"run{i}") == want, f"run {i} ({'one CPU' if i % 2 else 'all CPUs'}) differs"

@@ -75,7 +75,10 @@ def draw_frame(shot: Shot, t: float, width: int, height: int) -> np.ndarray:
 
 
 def write_video(path: Path, frames, fps: int, width: int, height: int) -> int:
-    """Encode uint8 RGB frames as H.264 .mp4 (atomically); returns the frame count."""
+    """Encode uint8 RGB frames as H.264 .mp4 (atomically); returns the frame count.
+
+    The bytes depend only on the frames: colour conversion and encoding run on one thread each.
+    """
     import av
 
     n = 0
@@ -84,8 +87,12 @@ def write_video(path: Path, frames, fps: int, width: int, height: int) -> int:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.options = {"crf": "20", "preset": "veryfast"}
+            stream.codec_context.thread_count = 1       # x264's bitstream depends on its thread count
             for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                # convert here on one thread: the encoder's own conversion slices the picture over a CPU-dependent
+                # number of threads and the bytes change from run to run (seen as a SLURM run != a local run)
+                picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p", threads=1)
+                for packet in stream.encode(picture):
                     container.mux(packet)
                 n += 1
             for packet in stream.encode():
