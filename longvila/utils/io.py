@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -45,16 +46,42 @@ def remove_stale_temporaries(path: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def check_output_dir(out: str | Path, inputs: list[str | Path], marker: str = "manifest.json") -> None:
-    """Refuse an output folder whose replacement would destroy data: one that holds (or is) an input's
-    folder, or an existing non-empty folder that is not a previous output (no `marker` file in it)."""
-    out = Path(out).resolve()
+def check_writable(out: str | Path, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output that cannot be created where it is asked for: a mount point (the
+    output is swapped in by renaming, which a mount point refuses), a file where a folder is needed on the way,
+    or a place this process cannot write to. Messages name `flag` and the user's path, never a temporary one."""
+    out = Path(out).absolute()
+    if out.is_mount():
+        raise ValueError(f"{flag} {out} is a mount point; outputs are swapped in by renaming, which a mount point "
+                         f"refuses. Give a folder inside it, e.g. {flag} {out / 'out'}")
+    ancestor = next(p for p in out.parents if p.exists()) if not out.parent.exists() else out.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{flag} {out}: {ancestor} is a file, not a folder; choose another place")
+    try:
+        fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".longvila-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {out}: cannot create files in {ancestor} ({e.strerror}); choose a folder you "
+                         "can write to") from None
+    return out
+
+
+def check_output_dir(out: str | Path, inputs: list[str | Path], marker: str = "manifest.json",
+                     flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be written (check_writable) or whose replacement would destroy data:
+    one that holds (or is) an input's folder, one inside an input folder, or an existing non-empty folder that is
+    not a previous output (no `marker` file in it)."""
+    out = check_writable(out, flag).resolve()
     for p in inputs:
-        if out == Path(p).resolve().parent or out in Path(p).resolve().parents:
-            raise ValueError(f"--out {out} contains the input {p}; writing there would replace the inputs. "
+        p = Path(p).resolve()
+        if p.is_dir() and (out == p or p in out.parents):
+            raise ValueError(f"{flag} {out} is inside the input {p}; choose an output folder outside it")
+        if out == p.parent or out in p.parents:
+            raise ValueError(f"{flag} {out} contains the input {p}; writing there would replace the inputs. "
                              "Choose an output folder outside the corpus")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
-        raise ValueError(f"--out {out} exists and is not a previous output (no {marker}); choose a new folder "
+        raise ValueError(f"{flag} {out} exists and is not a previous output (no {marker}); choose a new folder "
                          "or remove it first")
 
 
