@@ -14,7 +14,7 @@ The folder appears only when every task ran (a failed task: exit 1, its log in t
 
 from __future__ import annotations
 
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 class _TasksFailed(Exception):

@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 TARGET = "pipeline.eval_needle:needle_run"
 OUTPUTS = ("all_accuracies.json", "avg_accuracy.txt", "heatmap.png", "summary.json")

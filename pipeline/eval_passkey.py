@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

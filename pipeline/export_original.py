@@ -12,7 +12,7 @@ import argparse
 
 from longvila.data.export import export_jsonl
 from longvila.utils.logging import get_logger
-from pipeline._stage import run_stage
+from pipeline.common.stage import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from longvila.utils.io import atomic_dir
 from longvila.utils.logging import get_logger
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from longvila.data.corpus import build_corpus
 from longvila.data.manifest import code_version
 from longvila.utils.io import atomic_dir, sha256_file, write_json_atomic
 from longvila.utils.logging import get_logger
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

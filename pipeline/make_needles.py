@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline._stage import load, run_stage
+from pipeline.common.stage import load, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

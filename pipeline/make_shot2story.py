@@ -13,7 +13,7 @@ from longvila.data.manifest import code_version
 from longvila.data.shot2story.synth import build_synthetic
 from longvila.utils.io import atomic_dir, write_json_atomic
 from longvila.utils.logging import get_logger
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from longvila.data.tokenizer import load_tokenizer
 from longvila.utils.env import apply_env
 from longvila.utils.io import atomic_dir, write_json_atomic
 from longvila.utils.logging import get_logger
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from longvila.data.manifest import budget_report, build_manifest, check_conserva
 from longvila.data.shards import merge_batches
 from longvila.utils.io import atomic_dir, write_json_atomic
 from longvila.utils.logging import get_logger
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

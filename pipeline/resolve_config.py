@@ -17,7 +17,7 @@ import yaml
 
 from longvila.config import config_to_dict, load_config, load_config_file
 from longvila.utils.io import write_text_atomic
-from pipeline._stage import run_stage
+from pipeline.common.stage import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ def _by_name(folders: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline._stage import run_stage
+    from pipeline.common.stage import run_stage
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="resolved config YAML (results/resolve_config/config.yaml)")

@@ -16,8 +16,8 @@ from pathlib import Path
 from longvila.data.shot2story.assemble import SFT_SCHEMA, sft_rows, write_report, write_vila_json
 from longvila.data.shot2story.common import Rejects, read_rows, write_parquet
 from longvila.utils.io import atomic_dir
-from pipeline._s2s import finish
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.s2s import finish
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

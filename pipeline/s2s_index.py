@@ -14,8 +14,8 @@ from pathlib import Path
 from longvila.data.shot2story.common import Rejects, write_parquet
 from longvila.data.shot2story.index import VIDEOS_SCHEMA, build_index, load_annotations
 from longvila.utils.io import atomic_dir
-from pipeline._s2s import data_root, finish
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.s2s import data_root, finish
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

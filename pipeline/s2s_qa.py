@@ -15,8 +15,8 @@ from longvila.data.shot2story.caption import read_prompt
 from longvila.data.shot2story.common import Rejects, read_rows, write_jsonl, write_parquet
 from longvila.data.shot2story.qa import QA_SCHEMA, generate_qa
 from longvila.utils.io import atomic_dir
-from pipeline._s2s import finish
-from pipeline._stage import load, run_stage, stage_parser
+from pipeline.common.s2s import finish
+from pipeline.common.stage import load, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline._stage import run_stage
+    from pipeline.common.stage import run_stage
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-root", required=True, help="folder of the run directories (results/runs)")

@@ -16,8 +16,8 @@ job (nodes, tasks, world, SP, DP, global batch, and the sbatch script for submit
 
 from __future__ import annotations
 
-from pipeline._stage import load, run_stage, stage_parser
-from pipeline._train import add_run_args, run_training
+from pipeline.common.stage import load, run_stage, stage_parser
+from pipeline.common.train import add_run_args, run_training
 
 TARGET = "pipeline.train_stage4:train_step"
 

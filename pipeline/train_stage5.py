@@ -14,8 +14,8 @@ curve to --run-dir/loss_curve.png. `--print-plan [--json]` prints the job and ru
 
 from __future__ import annotations
 
-from pipeline._stage import load, run_stage, stage_parser
-from pipeline._train import add_run_args, run_training
+from pipeline.common.stage import load, run_stage, stage_parser
+from pipeline.common.train import add_run_args, run_training
 
 TARGET = "pipeline.train_stage5:train_run"
 

@@ -6,7 +6,7 @@
 One process per rank (torch.multiprocessing spawn), meeting on a store this process hosts: gloo on "cpu", NCCL
 on "cuda". Every rank ends with barrier -> destroy_process_group -> flush -> os._exit (gloo can abort at
 interpreter exit, ENVIRONMENT.md 2.3). The first failing rank stops all; a rank that dies without reporting is
-detected. The Snakemake rules launch through pipeline/launch.py instead (per-rank logs, SLURM); this is the
+detected. The Snakemake rules launch through pipeline/launch/ instead (per-rank logs, SLURM); this is the
 plain local path of the library's commands.
 """
 

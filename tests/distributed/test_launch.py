@@ -97,7 +97,7 @@ def test_rank_threads_split_the_job_budget():
 
 
 def test_slurm_tasks_take_their_threads_from_their_cpus_not_the_launcher_rule():
-    from pipeline.launch_submitit import task_thread_env
+    from pipeline.launch.submitit import task_thread_env
 
     env = {"SLURM_CPUS_PER_TASK": "8", "OMP_NUM_THREADS": "1"}           # 1: the launcher rule's, via sbatch
     assert task_thread_env(env, {}) == {var: "8" for var in L.THREAD_VARS}

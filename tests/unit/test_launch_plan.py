@@ -156,12 +156,14 @@ def test_bad_cluster_configs_name_the_field(overrides, message):
 
 
 def test_impossible_job_shapes_name_the_fix():
+    from pipeline.launch.rank import resolve
+
     with pytest.raises(ValueError, match="train.launcher 'local' runs on this machine only"):
         L.describe(_job(nodes=2), _paper(**{"train.launcher": "local"}))
     with pytest.raises(ValueError, match=r"2 nodes need GPUs \(train.cluster.gpus_per_node > 0\)"):
         L.describe(_job(nodes=2), _cfg(REPO / "config.yaml"))
     with pytest.raises(ValueError, match="must look like 'module:function'"):
-        L._resolve("pipeline.launch")
+        resolve("pipeline.launch")
 
 
 def test_submitit_without_slurm_is_a_config_error(tmp_path, monkeypatch):
@@ -193,7 +195,7 @@ def test_a_failed_slurm_job_raises_with_its_log_paths(tmp_path, monkeypatch):
 
 
 def test_the_submitted_callable_requeues_itself():
-    from pipeline.launch_submitit import SubmititRank
+    from pipeline.launch.submitit import SubmititRank
 
     rank = SubmititRank("m:f", {"a": 1}, "gloo", "/runs/x")
     import submitit

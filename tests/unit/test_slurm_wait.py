@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.slurm_wait import ENDED, JobEndedWithoutResult, squeue_state, wait_for
+from pipeline.launch.slurm_wait import ENDED, JobEndedWithoutResult, squeue_state, wait_for
 
 
 class FakeJob:

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from torch.distributed import TCPStore
 
-from pipeline.launch_submitit import rendezvous_store
+from pipeline.launch.submitit import rendezvous_store
 
 
 def test_ranks_meet_on_the_port_rank_0_publishes_and_skip_a_stale_file(tmp_path):
@@ -56,7 +56,7 @@ def test_only_a_root_cause_of_the_current_attempt_cancels_a_job(tmp_path):
     import os
     import pickle
 
-    from pipeline.launch_submitit import _errors_written
+    from pipeline.launch.submitit import errors_written
 
     def result(t, outcome, trace, mtime):
         path = tmp_path / f"9_{t}_result.pkl"
@@ -71,8 +71,8 @@ def test_only_a_root_cause_of_the_current_attempt_cancels_a_job(tmp_path):
     rendezvous = tmp_path / "rendezvous-9-1.port"                      # attempt 1 met at t = 2000
     rendezvous.write_text("1 x")
     os.utime(rendezvous, (2000, 2000))
-    assert _errors_written(job, tmp_path, root_causes_only=True) == []
-    assert [t for t, _ in _errors_written(job, tmp_path)] == [1, 2]     # the report still shows every error
+    assert errors_written(job, tmp_path, root_causes_only=True) == []
+    assert [t for t, _ in errors_written(job, tmp_path)] == [1, 2]     # the report still shows every error
     result(0, "error", "KeyError: 'x'", 3000)                            # attempt 1's rank 0 fails
-    ((t, e),) = _errors_written(job, tmp_path, root_causes_only=True)
+    ((t, e),) = errors_written(job, tmp_path, root_causes_only=True)
     assert t == 0 and "KeyError" in str(e)

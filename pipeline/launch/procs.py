@@ -1,6 +1,6 @@
 """Process lifecycle of the local launcher's ranks: stop on SIGTERM/SIGHUP, die with the launcher, wait, stop.
 
-Used by `pipeline.launch` (local and submitit backends).
+Used by both backends: `pipeline.launch.local` and `pipeline.launch.submitit`.
 """
 
 from __future__ import annotations

@@ -27,10 +27,11 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from longvila.utils.io import write_json_atomic, write_text_atomic
 from longvila.utils.logging import get_logger
 from longvila.utils.ranks import STORE_TIMEOUT, host_store, join_store
-from pipeline._procs import sigterm_as_exit
-from pipeline.launch import (Job, _collateral, _exit_now, _fresh_folder, _run_rank, _shape, describe, rank_log,
-                             submitit_parameters, thread_env)
-from pipeline.slurm_wait import JobEndedWithoutResult, squeue_state, wait_for
+from pipeline.launch.job import Job, describe, fresh_folder, shape, submitit_parameters
+from pipeline.launch.local import thread_env
+from pipeline.launch.procs import sigterm_as_exit
+from pipeline.launch.rank import collateral, exit_now, rank_log, run_rank
+from pipeline.launch.slurm_wait import JobEndedWithoutResult, squeue_state, wait_for
 
 
 def task_thread_env(environ, job_env: dict) -> dict:
@@ -92,16 +93,16 @@ class SubmititRank(Checkpointable):
 
         os.environ.update(task_thread_env(os.environ, self.env))
         os.environ.update(self.env)
-        # the GPU is picked from LOCAL_RANK in _run_rank, whether SLURM shows a task all GPUs or one
+        # the GPU is picked from LOCAL_RANK in run_rank, whether SLURM shows a task all GPUs or one
         dist_env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         job_env = submitit.JobEnvironment()
         attempt = f"{job_env.job_id}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
         store = rendezvous_store(dist_env.rank, dist_env.world_size, dist_env.master_addr,
                                  Path(job_env.paths.folder, f"rendezvous-{attempt}.port"))
         os.environ["MASTER_PORT"] = str(store.port)
-        result = _run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, dist_env.rank)), store)
+        result = run_rank(self.target, self.kwargs, self.backend, str(rank_log(self.run_dir, dist_env.rank)), store)
         # submitit pickles `result` after this returns: only then end the interpreter (see pipeline.launch)
-        atexit.register(_exit_now)
+        atexit.register(exit_now)
         return result
 
     def checkpoint(self, *args, **kwargs):
@@ -133,7 +134,7 @@ def _history(job: Job, text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {text}\n")
 
 
-def _errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
+def errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
     """(task, error) of every task that has written an error result, read from the result files: a local
     job's `task.exception()` waits for the whole job. `root_causes_only`: leave out a peer's lost-connection
     error (a preempted job's ranks write those while it is requeued) and errors older than the newest
@@ -149,7 +150,7 @@ def _errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
             written = path.stat().st_mtime
         except (OSError, EOFError, pickle.UnpicklingError):          # no result yet, or one being written
             continue
-        if outcome != "error" or (root_causes_only and (_collateral(str(trace)) or written < max(attempts, default=0))):
+        if outcome != "error" or (root_causes_only and (collateral(str(trace)) or written < max(attempts, default=0))):
             continue
         errors.append((t, FailedJobError(f"Job (task={t}) failed during processing with trace:\n{trace}")))
     return errors
@@ -158,8 +159,8 @@ def _errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
 def launch_submitit(job: Job, cfg, cluster: str) -> int:
     import submitit
 
-    nodes, tasks, _, backend = _shape(job, cfg)
-    folder = _fresh_folder(job)
+    nodes, tasks, _, backend = shape(job, cfg)
+    folder = fresh_folder(job)
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
                                          slurm_max_num_timeout=cfg.train.cluster.max_requeues)
@@ -177,14 +178,14 @@ def launch_submitit(job: Job, cfg, cluster: str) -> int:
         with sigterm_as_exit():
             # squeue only on SLURM (a local executor's ids are process ids)
             finished = wait_for(sj, poll_s=poll, grace_s=3 * poll,
-                                failed=lambda: bool(_errors_written(sj, folder, root_causes_only=True)),
+                                failed=lambda: bool(errors_written(sj, folder, root_causes_only=True)),
                                 state=squeue_state if cluster == "slurm" else (lambda job_id: None))
             if finished:
                 errors = [(t, e) for t in range(sj.num_tasks) if (e := sj.task(t).exception()) is not None]
             else:
                 sj.cancel(check=False)
                 _history(job, f"a task of job {sj.job_id} failed and the others did not end: job cancelled")
-                errors = _errors_written(sj, folder)
+                errors = errors_written(sj, folder)
     except JobEndedWithoutResult as e:
         _history(job, str(e))
         raise
@@ -197,7 +198,7 @@ def launch_submitit(job: Job, cfg, cluster: str) -> int:
     # the root cause first: a task with its own traceback, not one that lost a peer or was stopped
     errors = sorted(errors,
                     key=lambda te: (not isinstance(te[1], submitit.core.utils.FailedJobError),
-                                    _collateral(str(te[1])), te[0]))
+                                    collateral(str(te[1])), te[0]))
     if errors:
         t, e = errors[0]
         paths = sj.task(t).paths
