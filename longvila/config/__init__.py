@@ -4,7 +4,10 @@ One module per concern, each depending on no other `longvila` package (this pack
 Snakemake process, so it stays torch-free and cheap):
 
     core.py      the top `Config`, the `model:` section, load_config / load_config_file / apply_overrides /
-                 config_to_dict
+                 config_to_dict / numbers_as_numbers
+    errors.py    how problems are worded: ConfigError (all problems, one short block each), unknown keys with
+                 "did you mean", numbers such as 2e-5, YAML syntax errors naming file, line and hint
+    check.py     `python -m longvila.config.check FILE`: check a config file without Snakemake
     data.py      `tokenizer:`, `corpus:`, `slimpajama:`, `pack:` (stage-4 text data)
     video.py     `shot2story:` (stage-5 data)
     train.py     `train:` (stages 4 and 5, cluster); the checks against the model's shapes, ParallelDims and
@@ -22,16 +25,18 @@ The public names are re-exported here:
 """
 
 from longvila.config.core import (Config, ModelConfig, apply_overrides, config_to_dict, load_config,
-                                  load_config_file)
+                                  load_config_file, numbers_as_numbers)
 from longvila.config.data import (UPSAMPLE_MODES, ContextConfig, CorpusConfig, PackConfig, PasskeyConfig,
                                   SlimPajamaConfig, TokenizerConfig)
+from longvila.config.errors import ConfigError
 from longvila.config.eval import BenchConfig, EvalConfig, NeedleConfig
 from longvila.config.train import ClusterConfig, Stage4Step, Stage5Run, TrainConfig
 from longvila.config.video import (CaptionConfig, ClipConfig, EndpointConfig, QAConfig, Shot2StoryConfig,
                                    SynthConfig)
 
 __all__ = [
-    "Config", "ModelConfig", "apply_overrides", "config_to_dict", "load_config", "load_config_file",
+    "Config", "ConfigError", "ModelConfig", "apply_overrides", "config_to_dict", "load_config", "load_config_file",
+    "numbers_as_numbers",
     "UPSAMPLE_MODES", "ContextConfig", "CorpusConfig", "PackConfig", "PasskeyConfig", "SlimPajamaConfig",
     "TokenizerConfig",
     "BenchConfig", "EvalConfig", "NeedleConfig",

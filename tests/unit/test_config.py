@@ -37,7 +37,8 @@ def test_checked_in_schema_is_generated_from_the_dataclasses():
 
 
 def test_unknown_key_names_the_key_and_the_valid_ones():
-    with pytest.raises(ValueError, match=r"'pack.sed' is unknown; valid keys under 'pack': contexts, upsample"):
+    with pytest.raises(ValueError, match=r"'pack.sed': unknown key; did you mean 'seed'\?\n"
+                                         r"    valid keys under 'pack': contexts, upsample"):
         load_config({"pack": {"sed": 1}})
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"pack": {"sed": 1}}, config_schema())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -12,7 +13,7 @@ import zstandard
 
 from longvila.data.manifest import check_conservation
 from tests.conftest import REPO
-from tests.helpers.snake import in_dir, snakemake
+from tests.helpers.snake import TEST_CONFIG, in_dir, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -77,6 +78,34 @@ def test_dry_run_with_a_missing_corpus_names_the_fix(tmp_path):
     (tmp_path / "resources/SlimPajama-627B/train/chunk1/example_train_0.jsonl.zst").write_bytes(b"")
     proc = in_dir(tmp_path, "-n", "all", configs=(REPO / "workflow/configs/paper.yaml",), check=False)
     assert proc.returncode != 0 and "shot2story.root 'resources/Shot2Story' is not a folder" in proc.stdout
+
+
+
+def test_a_config_mistake_stops_the_dag_in_a_few_lines_and_2e_5_is_a_number(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_nmae: x\ntrain:\n  lr: 2e-5\n  stage4:\n    - {contxt: '512'}\n")
+    proc = in_dir(tmp_path, "-n", "all", configs=(TEST_CONFIG, bad), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config 'run_nmae': unknown key; did you mean 'run_name'?" in out
+    assert "config 'train.stage4[0].contxt': unknown key; did you mean 'context'?" in out
+    assert "python -m longvila.config.check FILE" in out and "train.lr" not in out
+    assert len(out.splitlines()) < 30, out      # was ~2,400 lines: the JSON schema and the config dumped
+    # without the typos the same file passes, and resolve_config is handed lr as a number
+    bad.write_text("train:\n  lr: 2e-5\n  lora_alpha: 1.6E+1\n")
+    proc = in_dir(tmp_path, "-n", "-p", "resolve_config", configs=(TEST_CONFIG, bad))
+    b64 = re.search(r"pipeline\.resolve_config --from-b64 (\S+)", proc.stdout).group(1)
+    train = json.loads(base64.b64decode(b64))["train"]
+    assert train["lr"] == 2e-5 and train["lora_alpha"] == 16.0
+
+
+def test_a_yaml_syntax_error_in_the_workflows_config_yaml_names_the_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("run_name: x\ntrain:\n\tlr: 1e-5\n")
+    proc = snakemake("-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and len(out.splitlines()) < 10, out
+    assert "config.yaml, line 3, column 1: found character '\\t' that cannot start any token (a tab cannot indent " \
+           "YAML; use spaces)" in out
 
 
 def check_training_outputs(root):

@@ -8,15 +8,31 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from longvila.config import load_config
+from longvila.config import load_config, numbers_as_numbers
 from longvila.data.corpus import HOLDOUT_FILE, PASSKEYS_FILE, train_file_names
 from longvila.data.inputs import batch_names, corpus_files
 from longvila.plan.check import check_training
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-CFG = load_config(config)  # the dataclass checks: value errors name the key and the fix
-TRAIN_PLAN = check_training(CFG)  # world vs SP, heads, divisors, frames, batch: errors name field and fix
+def config_error(e):
+    """A config problem as a short WorkflowError (no traceback, no schema dump), naming the files it came from."""
+    files = ", ".join(map(str, workflow.configfiles)) or "the config"
+    return WorkflowError(f"{e}\n(config merged from {files}; check a file alone with: "
+                         "python -m longvila.config.check FILE)")
+
+
+# Ours first: every unknown key (with "did you mean"), wrong type and failed check, one short block each; it
+# accepts 2e-5 (a string to snakemake's YAML 1.1 parser), which numbers_as_numbers then writes as a number so
+# that snakemake's validate (the generated schema; it fills the defaults) agrees.
+try:
+    CFG = load_config(config)
+except ValueError as e:
+    raise config_error(e) from None
+validate(numbers_as_numbers(config, CFG), schema="../schemas/config.schema.yaml")
+try:
+    TRAIN_PLAN = check_training(CFG)  # world vs SP, heads, divisors, frames, batch: errors name field and fix
+except ValueError as e:
+    raise config_error(e) from None
 
 MADE_CORPUS = "results/make_corpus"
 CORPUS_ROOT, CORPUS_NAMES = corpus_files(CFG, MADE_CORPUS)
