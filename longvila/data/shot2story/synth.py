@@ -75,9 +75,13 @@ def draw_frame(shot: Shot, t: float, width: int, height: int) -> np.ndarray:
 
 
 def write_video(path: Path, frames, fps: int, width: int, height: int) -> int:
-    """Encode uint8 RGB frames as H.264 .mp4 (atomically); returns the frame count.
+    """Encode uint8 RGB frames as lossless H.264 .mp4 (atomically); returns the frame count.
 
-    The bytes depend only on the frames: colour conversion and encoding run on one thread each.
+    Lossless (qp 0), so that every process decodes exactly the same pixels. The bytes of the file are not
+    guaranteed: measured with PyAV 18's libx264, the same frames encoded to different bytes in about 1 encode in
+    40 once the heap had been dirtied (other allocations filled and freed), and the colour conversion's automatic
+    slice threading changed them too (it runs on one thread here, as does x264, whose bitstream depends on its
+    thread count). A lossy encode would turn such a difference into different pixels downstream.
     """
     import av
 
@@ -86,11 +90,9 @@ def write_video(path: Path, frames, fps: int, width: int, height: int) -> int:
         with av.open(str(tmp), "w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": "20", "preset": "veryfast"}
-            stream.codec_context.thread_count = 1       # x264's bitstream depends on its thread count
+            stream.options = {"qp": "0", "preset": "veryfast"}
+            stream.codec_context.thread_count = 1
             for frame in frames:
-                # convert here on one thread: the encoder's own conversion slices the picture over a CPU-dependent
-                # number of threads and the bytes change from run to run (seen as a SLURM run != a local run)
                 picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p", threads=1)
                 for packet in stream.encode(picture):
                     container.mux(packet)
