@@ -119,7 +119,7 @@ def _summary(seq_len, parts, remainder_tokens, stats: _Stats, skipped: Counter, 
         "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
         "budget_tokens": {str(k): round(v) for k, v in sampler.budgets.items()} or None,
         "parts": parts,
-        "inputs": [vars(f) for f in files],
+        "inputs": [f.as_dict() for f in files],
     }
 
 
