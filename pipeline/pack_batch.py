@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                 summary, tokenizer=tokenizer.describe(), config=config_to_dict(cfg), run_name=cfg.run_name,
                 upsample=cfg.pack.upsample))
         carry = f" ({summary['remainder_tokens']} tokens carry on to pack_shards)" if not summary["rows"] else ""
-        get_logger().info(f"pack_batch {args.context}: {summary['rows']} rows{carry}, {summary['documents']} documents, "
-                          f"skipped {summary['skipped']}, dropped {summary['dropped']} -> {args.out}")
+        get_logger().info(f"pack_batch {args.context}: {summary['rows']} rows{carry}, {summary['documents']} "
+                          f"documents, skipped {summary['skipped']}, dropped {summary['dropped']} -> {args.out}")
 
     return run_stage(body)
 

@@ -25,6 +25,6 @@ def export_jsonl(shards: str | Path, out: str | Path) -> int:
                     f.write('{"text": [' + ", ".join(map(str, ids)) + "]}\n")
                     rows += 1
         if not rows:  # raised inside: the temporary file goes, `out` is not written
-            raise ValueError(f"{shards}: its part-*.parquet files hold 0 rows; nothing to export. Repack it: longvila pack "
-                             "and pack_shards say why a pack makes no row")
+            raise ValueError(f"{shards}: its part-*.parquet files hold 0 rows; nothing to export. Repack it: "
+                             "longvila pack and pack_shards say why a pack makes no row")
     return rows

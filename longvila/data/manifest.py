@@ -122,7 +122,8 @@ def explain_unusable(summary: dict, names: dict = CLI_NAMES) -> str | None:
     files = f"{n_files} file{'s' if n_files != 1 else ''}"
     if summary["skipped"]:
         top = min(summary["skipped"], key=lambda r: (-summary["skipped"][r], r))  # the first one _counts lists
-        what = f"no file could be read ({files})" if not lines else f"every record was skipped ({lines:,} lines in {files})"
+        what = (f"every record was skipped ({lines:,} lines in {files})" if lines
+                else f"no file could be read ({files})")
         return (f"{what}: {_counts(summary['skipped'], _file_skips(summary))}. Fix the input ({_FIXES[top]}); the log "
                 "lists the first 50 of each reason with file:line")
     return f"the inputs hold no records ({files}, 0 lines); check {names['inputs']}"
