@@ -141,6 +141,19 @@ def test_a_pack_where_every_record_was_skipped_fails_with_the_counts(tmp_path, c
     assert nothing_at(out)
 
 
+def test_a_pack_of_no_record_or_only_dropped_documents_fails_with_the_knob_to_turn(tmp_path, small_corpus, capsys):
+    put(tmp_path / "in" / "empty.jsonl.zst", zstandard.ZstdCompressor().compress(b""))   # a valid frame, no line
+    out = tmp_path / "out"
+    assert pack("--input", tmp_path / "in" / "*", "--seq-len", 128, "--out", out) == 2
+    assert "0 rows: the inputs hold no records (1 file, 0 lines); check --input" in capsys.readouterr().err
+    assert pack("--input", f"{small_corpus}/train/chunk*/*.jsonl.zst", "--seq-len", 128, "--out", out,
+                "--upsample", "global", "--keep-ratio", 0, "--short-threshold", 10**9) == 2
+    err = capsys.readouterr().err
+    assert "0 rows: sampling dropped every document (short_document " in err
+    assert "raise --keep-ratio, lower --short-threshold, or use upsample 'none'" in err
+    assert nothing_at(out)
+
+
 @pytest.mark.parametrize("flag, value, says", [
     ("--seq-len", "0", "--seq-len 0: must be >= 8 tokens per row"),
     ("--max-rows", "0", "--max-rows 0: must be >= 1 row; leave it out for no budget"),
@@ -190,6 +203,21 @@ def test_a_batch_with_nothing_usable_fails_and_one_of_too_few_tokens_carries_on(
     err = capsys.readouterr().err
     assert "pack_shards: 0 rows: the corpus holds" in err
     assert "lower pack.contexts[huge].seq_len to at most" in err and nothing_at(final)
+
+
+def test_a_batch_whose_documents_sampling_dropped_is_no_error_but_an_empty_data_set_is(tmp_path, config,
+                                                                                       small_corpus, capsys):
+    drop_all = ["--set", "pack.upsample=global", "--set", "pack.keep_ratio=0",
+                "--set", "pack.short_threshold=1000000000"]
+    first = corpus_inputs(small_corpus)[0][0]
+    assert pack_batch.main(["--config", config, "--context", "128", "--root", str(small_corpus), "--out",
+                            str(tmp_path / "b0"), "--inputs", str(first), *drop_all]) == 0
+    final = tmp_path / "128"
+    assert pack_shards.main(["--config", config, "--batches", str(tmp_path / "b0"), "--out", str(final),
+                             *drop_all]) == 2
+    err = capsys.readouterr().err
+    assert "pack_shards: 0 rows: sampling dropped every document (short_document " in err
+    assert "raise pack.keep_ratio, lower pack.short_threshold" in err and nothing_at(final)
 
 
 def test_a_missing_batch_input_is_named_without_a_traceback(tmp_path, config, small_corpus, capsys, no_tokenizer):
