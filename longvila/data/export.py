@@ -13,6 +13,9 @@ def export_jsonl(shards: str | Path, out: str | Path) -> int:
     """Write `{"text": [ids]}` per row of `shards/part-*.parquet` to `out` (atomically); return the row count.
 
     ValueError (and nothing written) when the folder holds no part file or only empty ones."""
+    if not Path(shards).is_dir():
+        raise ValueError(f"{shards}: no such folder; give a packed data set (longvila pack's --out, or "
+                         "results/pack_shards/<ctx>)")
     parts = sorted(Path(shards).glob("part-*.parquet"))
     if not parts:
         raise ValueError(f"{shards} holds no part-*.parquet; run pack_shards (or longvila pack) first")

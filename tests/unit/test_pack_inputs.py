@@ -241,3 +241,5 @@ def test_export_of_shards_without_a_row_writes_nothing(tmp_path, capsys):
     assert main(["export", "--shards", str(shards), "--out", str(out)]) == 2
     assert "part-*.parquet files hold 0 rows; nothing to export" in capsys.readouterr().err
     assert nothing_at(out)
+    assert main(["export", "--shards", str(tmp_path / "never-packed"), "--out", str(out)]) == 2
+    assert "never-packed: no such folder; give a packed data set" in capsys.readouterr().err and nothing_at(out)
