@@ -25,14 +25,19 @@ from longvila.utils.env import apply_env
 from longvila.utils.hub import check_model_dir
 from longvila.utils.logging import get_logger, init_logger
 
-PACK_HELP = """Pack a SlimPajama-format corpus (*.jsonl.zst with {"text", "meta": {"redpajama_set_name"}})
-into rows of exactly --seq-len tokens, written as Parquet shards (part-*.parquet, zstd) with manifest.json
-(tokenizer + hash, rows, tokens, per-source tokens and documents, skipped records by reason, inputs with
-sizes and sha256, config, code version) and remainder.arrow (the tail that does not fill a row).
+PACK_HELP = """Pack a SlimPajama-format corpus (JSON lines {"text", "meta": {"redpajama_set_name"}}: .jsonl.zst as
+SlimPajama ships it, .jsonl.gz or plain .jsonl) into rows of exactly --seq-len tokens, written as Parquet shards
+(part-*.parquet, zstd) with manifest.json (tokenizer + hash, rows, tokens, per-source tokens and documents,
+skipped records by reason, inputs with format, sizes and sha256, config, code version) and remainder.arrow
+(the tail that does not fill a row).
 
-Bad records (malformed JSON, missing or non-string text, invalid UTF-8, empty text, unknown source,
-truncated .zst) are counted by reason and logged with file:line; --strict makes the first one an error.
-The output folder appears complete or not at all; the same inputs and flags give byte-identical shards.
+Each file's format is read from its bytes, not its name; a file that is not JSON lines (Parquet, another
+archive, a JSON array, ...) is refused by name before any work, and a misleading name is only a warning.
+Bad records (malformed JSON, missing or non-string text, invalid UTF-8, empty text, unknown source) and bad
+files (truncated or corrupt zstd/gzip) are counted by reason and logged with file:line; --strict makes the first
+one an error. A pack that makes no row (every record skipped, or fewer tokens than one --seq-len row) fails
+with exit code 2 and the reason, and writes nothing. The output folder appears complete or not at all; the
+same inputs and flags give byte-identical shards.
 """
 
 
@@ -59,16 +64,41 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
+def _check_pack_flags(args: argparse.Namespace) -> None:
+    """Refuse bad numbers by their flag's name, before any file is opened or the tokenizer loads."""
+    problems = []
+    if args.seq_len < 8:
+        problems.append(f"--seq-len {args.seq_len}: must be >= 8 tokens per row, e.g. --seq-len 65536")
+    if args.max_rows is not None and args.max_rows < 1:
+        problems.append(f"--max-rows {args.max_rows}: must be >= 1 row; leave it out for no budget")
+    elif args.max_rows is not None and args.upsample == "none":
+        problems.append("--max-rows needs --upsample per_source or global (--upsample none packs every document "
+                        "exactly once, without a budget); leave --max-rows out or choose an upsampling mode")
+    if not 0.0 <= args.keep_ratio <= 1.0:
+        problems.append(f"--keep-ratio {args.keep_ratio}: must be a probability in [0, 1], e.g. 0.1")
+    if args.short_threshold < 0:
+        problems.append(f"--short-threshold {args.short_threshold}: must be >= 0 tokens")
+    if args.shuffle_buffer < 1:
+        problems.append(f"--shuffle-buffer {args.shuffle_buffer}: must be >= 1 document")
+    if args.workers < 0:
+        problems.append(f"--workers {args.workers}: use 0 (all cores) or a thread count")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def _pack(args: argparse.Namespace) -> int:
-    from longvila.data.manifest import budget_report, build_manifest, check_conservation
+    from longvila.data.formats import check_inputs
+    from longvila.data.manifest import budget_report, build_manifest, check_conservation, explain_no_rows
     from longvila.data.shards import pack_files
     from longvila.data.tokenizer import load_tokenizer
     from longvila.utils.io import atomic_dir, check_output_dir, write_json_atomic
 
+    _check_pack_flags(args)
     files = sorted(p for p in glob.glob(args.input, recursive=True) if os.path.isfile(p))
     if not files:
         raise ValueError(f"--input {args.input!r} matches no file; quote the glob so the shell does not expand it")
     check_output_dir(args.out, files)
+    check_inputs(files, "--input")
     root = _glob_root(args.input)
     inputs = [(Path(p), str(Path(p).relative_to(root))) for p in files]
     cfg = PackConfig(contexts=[ContextConfig(name="cli", seq_len=args.seq_len, max_rows=args.max_rows)],
@@ -82,6 +112,8 @@ def _pack(args: argparse.Namespace) -> int:
     with atomic_dir(args.out) as tmp:
         summary = pack_files(inputs, tokenizer, seq_len=args.seq_len, cfg=cfg, out_dir=tmp, max_rows=args.max_rows,
                              progress=not args.quiet)
+        if why := explain_no_rows(summary):  # raised inside: the temporary folder goes, --out stays as it was
+            raise ValueError(f"{why}. Nothing was written to {args.out}")
         manifest = build_manifest(summary, tokenizer=tokenizer.describe(), run_name="longvila pack",
                                   config={"tokenizer": config_to_dict(tok_cfg), "pack": config_to_dict(cfg)},
                                   upsample=cfg.upsample)
@@ -173,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = PackConfig()
     p = sub.add_parser("pack", help="pack a SlimPajama-format corpus into fixed-length Parquet shards",
                        description=PACK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, metavar="GLOB", help="quoted glob of .jsonl.zst files")
+    p.add_argument("--input", required=True, metavar="GLOB",
+                   help="quoted glob of JSON-lines files: .jsonl.zst, .jsonl.gz or plain .jsonl (the format is read "
+                        "from each file's first bytes; anything else is refused before work starts)")
     p.add_argument("--tokenizer", required=True, metavar="DIR",
                    help="Hugging Face tokenizer folder (with tokenizer.json), or builtin:qwen2 (offline Qwen2)")
     p.add_argument("--seq-len", type=int, required=True, metavar="N", help="tokens per row, e.g. 65536")

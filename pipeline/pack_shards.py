@@ -2,7 +2,9 @@
 
 Links the batches' parts as `part-00000.parquet`, ... in batch order, packs their remainders together into
 further rows, and writes `remainder.arrow` and `manifest.json` (totals per source, skips by reason, inputs
-with sizes and hashes, tokenizer, config, code version). The folder is replaced atomically.
+with sizes and hashes, tokenizer, config, code version). The folder is replaced atomically. A data set of 0
+rows (fewer tokens than one row of the context, or nothing usable) fails with exit code 2, the reason and
+what to change, and writes nothing.
 
     python -m pipeline.pack_shards --config results/resolve_config/config.yaml \\
         --batches results/pack_batch/2k/b0000 results/pack_batch/2k/b0001 --out results/pack_shards/2k
@@ -14,7 +16,7 @@ import json
 from pathlib import Path
 
 from longvila.config import config_to_dict
-from longvila.data.manifest import budget_report, build_manifest, check_conservation
+from longvila.data.manifest import budget_report, build_manifest, check_conservation, explain_no_rows
 from longvila.data.shards import merge_batches
 from longvila.utils.io import atomic_dir, write_json_atomic
 from longvila.utils.logging import get_logger
@@ -40,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("batches were packed with different tokenizers; rerun pack_batch for all of them")
         with atomic_dir(args.out) as tmp:
             merged = merge_batches(batches, tmp, cfg=cfg.pack, eos_id=tokenizer["eos_id"])
+            seq_key = next((f"pack.contexts[{c.name}].seq_len" for c in cfg.pack.contexts
+                            if c.seq_len == merged["seq_len"]), "pack.contexts[].seq_len")
+            names = {"seq_len": seq_key, "keep_ratio": "pack.keep_ratio", "short_threshold": "pack.short_threshold",
+                     "inputs": "slimpajama.root and slimpajama.glob"}
+            if why := explain_no_rows(merged, names):
+                raise ValueError(f"pack_shards: {why}. Nothing was written to {args.out}")
             manifest = build_manifest(merged, tokenizer=tokenizer, config=config_to_dict(cfg),
                                       run_name=cfg.run_name, upsample=cfg.pack.upsample)
             check_conservation(manifest)

@@ -1,7 +1,8 @@
 """Rule `s2s_assemble`: SFT data -> sft.parquet, vila_train.json / vila_val.json, report.md (+ thumbnails).
 
 Train/val are split by video (no leakage). The VILA JSON is what the original trainer's LLaVADataset reads
-(media_dir = the dataset root recorded in the index manifest).
+(media_dir = the dataset root recorded in the index manifest). A --qa folder without any QA pair fails (exit
+code 2): there is nothing to train on, and nothing is written.
 
     python -m pipeline.s2s_assemble --config results/resolve_config/config.yaml --index results/s2s_index \
         --clips results/s2s_clip --captions results/s2s_caption --qa results/s2s_qa --out results/s2s_assemble
@@ -16,7 +17,7 @@ from pathlib import Path
 from longvila.data.shot2story.assemble import SFT_SCHEMA, sft_rows, write_report, write_vila_json
 from longvila.data.shot2story.common import Rejects, read_rows, write_parquet
 from longvila.utils.io import atomic_dir
-from pipeline.common.s2s import finish
+from pipeline.common.s2s import finish, refuse_empty
 from pipeline.common.stage import load, run_stage, stage_parser
 
 
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(json.loads((index / "manifest.json").read_text())["root"])
         videos = {v["video_id"]: v for v in read_rows(index / "videos.parquet")}
         qa = read_rows(Path(args.qa) / "qa.parquet")
+        if not qa:
+            refuse_empty("s2s_assemble", "SFT samples", 0, "QA pairs", Rejects("s2s_assemble"), {},
+                         f"{args.qa}/qa.parquet holds no QA pair: rerun s2s_qa (its manifest.json says why)", args.out)
         caption_backend = s2s.caption.backend
         rows = sft_rows(qa, videos, caption_backend, s2s.num_frames, s2s.val_fraction, s2s.split_seed)
         splits = Counter(r["split"] for r in rows)

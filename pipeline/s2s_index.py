@@ -2,7 +2,8 @@
 
 Missing, corrupt and zero-length videos, invalid records, non-UTF-8 text, duplicate ids and shot lists
 longer than the video are counted by reason (manifest.json) and listed (rejects.jsonl), never fatal unless
---strict. Works with a partial download: only the videos present are indexed.
+--strict. Works with a partial download: only the videos present are indexed. When no video is usable the
+step fails (exit code 2) with the top reasons and what to check, and writes nothing.
 
     python -m pipeline.s2s_index --config results/resolve_config/config.yaml --root DATA --out results/s2s_index
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from longvila.data.shot2story.common import Rejects, write_parquet
 from longvila.data.shot2story.index import VIDEOS_SCHEMA, build_index, load_annotations
 from longvila.utils.io import atomic_dir
-from pipeline.common.s2s import data_root, finish
+from pipeline.common.s2s import data_root, finish, refuse_empty
 from pipeline.common.stage import load, run_stage, stage_parser
 
 
@@ -44,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         if n_in != len(rows) + rejects.total + beyond:
             raise AssertionError(f"s2s_index accounting: {n_in} in != {len(rows)} out + {rejects.total} rejected "
                                  f"+ {beyond} beyond max_videos")
+        if not rows:
+            videos = root / s2s.video_dir
+            refuse_empty("s2s_index", "usable videos", n_in, "annotation records", rejects, {
+                "missing_video": f"Videos are looked up as {videos}/<nvid>: set shot2story.root (or --root) and "
+                                 "shot2story.video_dir to where they are, or download them",
+                "corrupt_video": f"The files in {videos} cannot be decoded: re-download them",
+                "zero_length": f"The files in {videos} hold no frames: re-download them",
+                "shots_exceed_video": f"The per-shot files in {root / s2s.shot_dir} are longer than the videos: are "
+                                      "they from another download? Fix or remove shot2story.shot_dir's folder",
+            }, f"Check that shot2story.annotations ({', '.join(s2s.annotations)}) are Shot2Story annotation files "
+               "(README: Stage-5 data)", args.out)
         with atomic_dir(args.out) as tmp:
             write_parquet(tmp / "videos.parquet", rows, VIDEOS_SCHEMA)
             finish(tmp, "s2s_index", cfg, n_in, len(rows), rejects, root=str(root.resolve()), notes=dict(notes),

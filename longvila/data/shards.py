@@ -1,8 +1,8 @@
 """Pack SlimPajama files into fixed-length Parquet shards, and merge batches of shards into one data set.
 
-`pack_files` streams a batch of `.jsonl.zst` files (read -> sample -> batch-encode -> shuffle -> pack ->
-write) into `part-*.parquet` + `remainder.arrow` in a folder and returns the batch summary (the core of
-`manifest.json`). `merge_batches` joins batch folders in order: their parts are linked under new
+`pack_files` streams a batch of JSON-lines files, zstd, gzip or plain (read -> sample -> batch-encode ->
+shuffle -> pack -> write) into `part-*.parquet` + `remainder.arrow` in a folder and returns the batch summary
+(the core of `manifest.json`). `merge_batches` joins batch folders in order: their parts are linked under new
 sequential names, their remainders are packed together into further rows, and the summaries are added up.
 Memory is bounded by the shuffle buffer, one encode batch and one row group, whatever the corpus size.
 
@@ -119,7 +119,7 @@ def _summary(seq_len, parts, remainder_tokens, stats: _Stats, skipped: Counter, 
         "dropped": {k: v for k, v in sorted(stats.dropped.items()) if v},
         "budget_tokens": {str(k): round(v) for k, v in sampler.budgets.items()} or None,
         "parts": parts,
-        "inputs": [vars(f) for f in files],
+        "inputs": [f.as_dict() for f in files],
     }
 
 

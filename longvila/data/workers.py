@@ -1,7 +1,7 @@
 """The two helper threads of the pack stage, so that Python work overlaps tokenization.
 
     reader thread            main thread                  packer thread
-    read .zst, parse JSON,   drop over-budget docs,       shuffle buffer, pack rows,
+    read a file, parse JSON, drop over-budget docs,       shuffle buffer, pack rows,
     drop short docs    --->  batch-encode (Rust, GIL  --> write Parquet row groups
                              released, all cores)
 

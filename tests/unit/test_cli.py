@@ -51,7 +51,7 @@ def test_help_lists_the_documented_flags():
 @pytest.mark.parametrize("argv_fn, message", [
     (lambda c, o: pack_args(c / "nowhere", o), "matches no file"),
     (lambda c, o: [a if a != "builtin:qwen2" else str(c) for a in pack_args(c, o)], "has no tokenizer.json"),
-    (lambda c, o: pack_args(c, o, "--max-rows", "3"), "max_rows: null"),
+    (lambda c, o: pack_args(c, o, "--max-rows", "3"), "--max-rows needs --upsample per_source or global"),
     (lambda c, o: pack_args(c, o, "--eos-token", "<nope>"), "not in the vocabulary"),
 ])
 def test_user_errors_exit_2_with_the_fix(tmp_path, small_corpus, capsys, argv_fn, message):

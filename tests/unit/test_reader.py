@@ -92,11 +92,25 @@ def test_truncated_file_keeps_what_came_before_and_counts_the_cut(tmp_path):
         read_all(cut, strict=True)
 
 
-def test_corrupt_file_is_counted(tmp_path):
+def test_corrupt_data_inside_a_valid_zst_is_a_counted_file_level_skip(tmp_path):
+    payload = b"".join(rec(f"doc {i} " + "y" * 300) for i in range(300))
+    data = bytearray(write(tmp_path / "ok.jsonl.zst", payload, frames=3).read_bytes())
+    second = data.index(b"\x28\xb5\x2f\xfd", 4)          # the second frame's header
+    data[second + 20:second + 60] = b"\xff" * 40            # garble its compressed block
     path = tmp_path / "bad.jsonl.zst"
+    path.write_bytes(bytes(data))
+    docs, skips, info = read_all(path)
+    assert dict(skips.counts) == {"corrupt_file": 1} and 0 < len(docs) < 300
+    assert info.skipped["reason"] == "corrupt_file" and info.skipped["line"] == info.records + 1
+    assert info.as_dict()["skipped"] == info.skipped and info.format == "zstd"
+    assert info.bytes == path.stat().st_size and info.sha256 == sha256_file(path)
+
+
+def test_text_that_is_not_json_lines_is_an_error_not_a_skip(tmp_path):
+    path = tmp_path / "notes.jsonl.zst"
     path.write_bytes(b"this is not zstd at all" * 10)
-    docs, skips, _ = read_all(path)
-    assert not docs and dict(skips.counts) == {"corrupt_file": 1}
+    with pytest.raises(ValueError, match=r"notes.jsonl.zst: text that is not JSON lines.*only JSON lines"):
+        read_all(path)
 
 
 def test_skip_log_caps_individual_messages(tmp_path, logged):

@@ -40,6 +40,13 @@ class Rejects:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def top(self, k: int = 3) -> str:
+        """The largest reasons with their counts, e.g. 'missing_video 10, corrupt_video 2 and 1 more reason'."""
+        items = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        more = len(items) - k
+        tail = f" and {more} more reason{'s' if more > 1 else ''}" if more > 0 else ""
+        return ", ".join(f"{reason} {n:,}" for reason, n in items[:k]) + tail
+
     def write(self, path: str | Path) -> None:
         write_jsonl(path, self.rows)
 
