@@ -22,7 +22,7 @@ from longvila.cli_checks import check_infer, check_needle, check_serve
 from longvila.config import ContextConfig, PackConfig, TokenizerConfig, UPSAMPLE_MODES, config_to_dict
 from longvila.eval.bench_cli import add_bench_parser
 from longvila.infer.sp_launch import add_infer_sp_args, run_infer_sp
-from longvila.utils.args import at_least, between, fraction, nonempty, sp_degrees
+from longvila.utils.args import at_least, between, fraction, nonempty, positive, sp_degrees
 from longvila.utils.env import apply_env
 from longvila.utils.logging import get_logger, init_logger
 
@@ -244,26 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plan every training run of this config (model, splits, nodes, engine, checkpointing)")
     pl.add_argument("--stage", help="with --config: only this run, e.g. stage4/256k or stage5/512f")
     pl.add_argument("--model", help="qwen2-1.5b | qwen2-7b | a size name | a checkpoint folder")
-    pl.add_argument("--seq-len", type=int, help="tokens per sample (one packed row)")
-    pl.add_argument("--gpus", type=int, help="GPUs in all (with --config: instead of each run's nodes)")
-    pl.add_argument("--gpus-per-node", type=int, help="GPUs per node (default 8, or the config's)")
-    pl.add_argument("--gpu-mem", type=float,
+    pl.add_argument("--seq-len", type=at_least(1), help="tokens per sample (one packed row)")
+    pl.add_argument("--gpus", type=at_least(1), help="GPUs in all (with --config: instead of each run's nodes)")
+    pl.add_argument("--gpus-per-node", type=at_least(1), help="GPUs per node (default 8, or the config's)")
+    pl.add_argument("--gpu-mem", type=positive(),
                     help="GiB per GPU as CUDA reports it (default 79.2, an 80 GB H100; with --config: its gpu_mem_gib)")
-    pl.add_argument("--ulysses", type=int, help="evaluate this split only (with --ring); exit 1 if it does not fit")
-    pl.add_argument("--ring", type=int, help="see --ulysses")
+    pl.add_argument("--ulysses", type=at_least(1),
+                    help="evaluate this split only (with --ring); exit 1 if it does not fit")
+    pl.add_argument("--ring", type=at_least(1), help="see --ulysses")
     pl.add_argument("--zero", type=int, choices=(0, 2, 3),
                     help="DeepSpeed ZeRO stage, or 0 for the torch engine (nothing sharded) (default 3)")
     pl.add_argument("--precision", choices=("bf16", "fp32"), help="training precision (default bf16)")
     pl.add_argument("--lora", action="store_true", help="the base weights are frozen (stage 4's LoRA)")
     pl.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (each layer recomputed)")
-    pl.add_argument("--batch", type=int,
+    pl.add_argument("--batch", type=at_least(1),
                     help="samples per micro-step whose graphs coexist (stage 5's per_device_batch)")
-    pl.add_argument("--frames", type=int,
+    pl.add_argument("--frames", type=at_least(1, "leave --frames out for a text-only run"),
                     help="frames per sample (stage 5): the vision tower trains too, each SP rank encodes 1/P")
-    pl.add_argument("--tflops", type=float, help="dense bf16 peak per GPU (default 989, H100)")
-    pl.add_argument("--mfu", type=float, help="share of the peak reached (default 0.35)")
-    pl.add_argument("--intra-bw", type=float, help="GB/s per GPU inside a node (default 300)")
-    pl.add_argument("--inter-bw", type=float, help="GB/s per GPU between nodes (default 25)")
+    pl.add_argument("--tflops", type=positive(), help="dense bf16 peak per GPU (default 989, H100)")
+    pl.add_argument("--mfu", type=fraction(True, "the share of the peak reached, e.g. 0.35"),
+                    help="share of the peak reached (default 0.35)")
+    pl.add_argument("--intra-bw", type=positive(), help="GB/s per GPU inside a node (default 300)")
+    pl.add_argument("--inter-bw", type=positive(), help="GB/s per GPU between nodes (default 25)")
     pl.add_argument("--all", action="store_true", help="also list the splits that do not fit in memory (with "
                     "--config: every split of each run, not only the best)")
     pl.add_argument("--json", action="store_true", help="JSON instead of the table")
