@@ -18,11 +18,12 @@ import glob
 import os
 from pathlib import Path
 
+from longvila.cli_checks import check_infer, check_needle, check_serve
 from longvila.config import ContextConfig, PackConfig, TokenizerConfig, UPSAMPLE_MODES, config_to_dict
 from longvila.eval.bench_cli import add_bench_parser
 from longvila.infer.sp_launch import add_infer_sp_args, run_infer_sp
+from longvila.utils.args import at_least, between, fraction, nonempty, positive, sp_degrees
 from longvila.utils.env import apply_env
-from longvila.utils.hub import check_model_dir
 from longvila.utils.logging import get_logger, init_logger
 
 PACK_HELP = """Pack a SlimPajama-format corpus (JSON lines {"text", "meta": {"redpajama_set_name"}}: .jsonl.zst as
@@ -135,13 +136,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    if args.num_frames < 1 or args.max_new_tokens < 1:
-        raise ValueError("--num-frames and --max-new-tokens must be >= 1")
-    check_model_dir(args.model)
-    from longvila.infer.single import answer, load_for_inference
-
+    check_infer(args)                         # before torch is imported and the checkpoint loaded
     if args.sp is not None:
         return run_infer_sp(args)
+    from longvila.infer.single import answer, load_for_inference
+
     if not (args.video or args.image):
         get_logger().warning("infer: no --video or --image given; answering from the text alone")
     model, tokenizer = load_for_inference(args.model)
@@ -152,6 +151,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _eval_needle(args: argparse.Namespace) -> int:
+    out, cache = check_needle(args)           # before torch is imported and anything is written
     from longvila.eval.haystack import make_needles
     from longvila.eval.needle import frame_grid
     from longvila.eval.vniah import evaluate_needle, needle_rank
@@ -159,17 +159,13 @@ def _eval_needle(args: argparse.Namespace) -> int:
 
     ulysses, ring = parse_sp(args.sp)
     frames = frame_grid(args.max_frames, args.interval)
-    check_model_dir(args.model)
-    if not os.path.exists(args.haystack):
-        raise ValueError(f"--haystack {args.haystack}: no such file or folder")
-    out = Path(args.out or Path("niah_output") / Path(args.model).resolve().name)
     needles = args.needles
     if needles is None:
         needles = out / "needles"
         make_needles(needles)
         get_logger().info(f"eval needle: no --needles, using the built-in colour needles ({needles})")
     kwargs = {"model_dir": args.model, "haystack": args.haystack, "needles_dir": needles, "out_dir": out,
-              "frames": frames, "depths": args.depths, "cache_dir": args.cache_dir or out / "cache",
+              "frames": frames, "depths": args.depths, "cache_dir": cache,
               "progress": not args.quiet}
     if ulysses * ring == 1:
         summary = evaluate_needle(**kwargs)
@@ -183,9 +179,9 @@ def _eval_needle(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    check_serve(args)                         # before the checkpoint is loaded
     from longvila.infer.serve import make_server
 
-    check_model_dir(args.model)
     server = make_server(args.model, args.host, args.port, args.name)
     host, port = server.server_address[:2]
     get_logger().info(f"serve: {args.model} as '{args.name}' on http://{host}:{port}/v1 (Ctrl-C stops)")
@@ -241,9 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     media = i.add_mutually_exclusive_group()
     media.add_argument("--video", metavar="FILE", help="a video file (decord, PyAV fallback)")
     media.add_argument("--image", metavar="FILE", help="an image file")
-    i.add_argument("--prompt", required=True, metavar="TEXT", help="the question")
-    i.add_argument("--num-frames", type=int, default=8, metavar="N", help="frames sampled from the video (default 8)")
-    i.add_argument("--max-new-tokens", type=int, default=64, metavar="T", help="answer length limit (default 64)")
+    i.add_argument("--prompt", required=True, metavar="TEXT", help="the question",
+                   type=nonempty("ask a question, e.g. --prompt 'What happens in the video?'"))
+    i.add_argument("--num-frames", type=at_least(1, "sample at least one frame, e.g. --num-frames 8"), default=8,
+                   metavar="N", help="frames sampled from the video (default 8)")
+    i.add_argument("--max-new-tokens", type=at_least(1, "allow at least one token, e.g. --max-new-tokens 64"),
+                   default=64, metavar="T", help="answer length limit (default 64)")
     i.add_argument("--quiet", action="store_true", help="no progress bars")
     add_infer_sp_args(i)
     i.set_defaults(func=_infer)
@@ -254,14 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder (released LongVILA layout)")
     n.add_argument("--haystack", required=True, metavar="VIDEO",
                    help="a video of at least --max-frames seconds (sampled at 1 frame/s)")
-    n.add_argument("--max-frames", type=int, default=500, metavar="F", help="longest haystack (default 500)")
-    n.add_argument("--interval", type=int, default=50, metavar="I", help="grid step in frames (default 50)")
-    n.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metavar="D",
+    n.add_argument("--max-frames", type=at_least(1), default=500, metavar="F", help="longest haystack (default 500)")
+    n.add_argument("--interval", type=at_least(1), default=50, metavar="I", help="grid step in frames (default 50)")
+    n.add_argument("--depths", type=fraction(False, "0 puts the needle before the first frame, 1 after the last"),
+                   nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metavar="D",
                    help="needle depths in [0, 1] (default 0 0.2 ... 1)")
     n.add_argument("--needles", metavar="DIR", help="folder with needles.json + images (default: built-in "
                                                     "colour needles)")
-    n.add_argument("--sp", default="1", metavar="UxR", help="sequence-parallel prefill over U x R local ranks, "
-                                                           "e.g. 2x4 (Ulysses 2 x ring 4) or 8 (ring 8); default 1")
+    n.add_argument("--sp", default="1", metavar="UxR", type=sp_degrees,
+                   help="sequence-parallel prefill over U x R local ranks, e.g. 2x4 (Ulysses 2 x ring 4) or 8 "
+                        "(ring 8); default 1")
     n.add_argument("--layout", default="zigzag", choices=("zigzag", "contiguous"), help="token layout (zigzag)")
     n.add_argument("--out", metavar="DIR", help="output folder (default niah_output/<model folder name>)")
     n.add_argument("--cache-dir", metavar="DIR", help="haystack embedding cache (default <out>/cache)")
@@ -277,26 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plan every training run of this config (model, splits, nodes, engine, checkpointing)")
     pl.add_argument("--stage", help="with --config: only this run, e.g. stage4/256k or stage5/512f")
     pl.add_argument("--model", help="qwen2-1.5b | qwen2-7b | a size name | a checkpoint folder")
-    pl.add_argument("--seq-len", type=int, help="tokens per sample (one packed row)")
-    pl.add_argument("--gpus", type=int, help="GPUs in all (with --config: instead of each run's nodes)")
-    pl.add_argument("--gpus-per-node", type=int, help="GPUs per node (default 8, or the config's)")
-    pl.add_argument("--gpu-mem", type=float,
+    pl.add_argument("--seq-len", type=at_least(1), help="tokens per sample (one packed row)")
+    pl.add_argument("--gpus", type=at_least(1), help="GPUs in all (with --config: instead of each run's nodes)")
+    pl.add_argument("--gpus-per-node", type=at_least(1), help="GPUs per node (default 8, or the config's)")
+    pl.add_argument("--gpu-mem", type=positive(),
                     help="GiB per GPU as CUDA reports it (default 79.2, an 80 GB H100; with --config: its gpu_mem_gib)")
-    pl.add_argument("--ulysses", type=int, help="evaluate this split only (with --ring); exit 1 if it does not fit")
-    pl.add_argument("--ring", type=int, help="see --ulysses")
+    pl.add_argument("--ulysses", type=at_least(1),
+                    help="evaluate this split only (with --ring); exit 1 if it does not fit")
+    pl.add_argument("--ring", type=at_least(1), help="see --ulysses")
     pl.add_argument("--zero", type=int, choices=(0, 2, 3),
                     help="DeepSpeed ZeRO stage, or 0 for the torch engine (nothing sharded) (default 3)")
     pl.add_argument("--precision", choices=("bf16", "fp32"), help="training precision (default bf16)")
     pl.add_argument("--lora", action="store_true", help="the base weights are frozen (stage 4's LoRA)")
     pl.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (each layer recomputed)")
-    pl.add_argument("--batch", type=int,
+    pl.add_argument("--batch", type=at_least(1),
                     help="samples per micro-step whose graphs coexist (stage 5's per_device_batch)")
-    pl.add_argument("--frames", type=int,
+    pl.add_argument("--frames", type=at_least(1, "leave --frames out for a text-only run"),
                     help="frames per sample (stage 5): the vision tower trains too, each SP rank encodes 1/P")
-    pl.add_argument("--tflops", type=float, help="dense bf16 peak per GPU (default 989, H100)")
-    pl.add_argument("--mfu", type=float, help="share of the peak reached (default 0.35)")
-    pl.add_argument("--intra-bw", type=float, help="GB/s per GPU inside a node (default 300)")
-    pl.add_argument("--inter-bw", type=float, help="GB/s per GPU between nodes (default 25)")
+    pl.add_argument("--tflops", type=positive(), help="dense bf16 peak per GPU (default 989, H100)")
+    pl.add_argument("--mfu", type=fraction(True, "the share of the peak reached, e.g. 0.35"),
+                    help="share of the peak reached (default 0.35)")
+    pl.add_argument("--intra-bw", type=positive(), help="GB/s per GPU inside a node (default 300)")
+    pl.add_argument("--inter-bw", type=positive(), help="GB/s per GPU between nodes (default 25)")
     pl.add_argument("--all", action="store_true", help="also list the splits that do not fit in memory (with "
                     "--config: every split of each run, not only the best)")
     pl.add_argument("--json", action="store_true", help="JSON instead of the table")
@@ -307,9 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or the frames of a video), greedy decoding, one request at a time. Used by the "
                                    "stage-5 captioning and QA backends (backend: openai).")
     s.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder (released LongVILA layout)")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    s.add_argument("--name", default="longvila", help="model name reported and accepted (default longvila)")
+    s.add_argument("--host", default="127.0.0.1", type=nonempty("e.g. --host 127.0.0.1"),
+                   help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=between(0, 65535, "0 picks any free port"), default=8000,
+                   help="port (default 8000; 0 = any free port)")
+    s.add_argument("--name", default="longvila", type=nonempty("e.g. --name longvila"),
+                   help="model name reported and accepted (default longvila)")
     s.set_defaults(func=_serve)
     return parser
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from longvila.utils.args import at_least, check_checkpoint, check_output
+
 BENCH_HELP = """Run lmms-eval benchmarks on a LongVILA checkpoint, one lmms-eval process per task, with the
 lmms-eval model `longvila_repro` (alias `longvila`) that longvila's entry point registers; lmms-eval itself
 comes from requirements-eval.txt, installed --no-deps. Frames per video follow vila-eval's convention unless -nf is
@@ -23,16 +25,22 @@ workflow-made videos; its folder is written by rule make_bench_task (pass it wit
 """
 
 
+def check_bench(args: argparse.Namespace) -> Path:
+    """The checkpoint, --include-path and --output-dir, before any task starts; returns the output folder."""
+    model = check_checkpoint(args.model)
+    if args.include_path is not None and not Path(args.include_path).is_dir():
+        raise ValueError(f"--include-path {args.include_path}: no such folder; give the lmms-eval task folder, "
+                         "e.g. results/make_bench_task (written by rule make_bench_task)")
+    out = args.output_dir or Path("runs/eval") / model.resolve().name
+    return check_output(out, "--output-dir", model, {"--include-path": args.include_path})
+
+
 def _bench(args: argparse.Namespace) -> int:
     from longvila.eval.bench import expand_tasks, run_bench
     from longvila.utils.logging import get_logger
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError("--limit must be >= 1")
-    if not (Path(args.model) / "config.json").is_file():
-        raise ValueError(f"--model {args.model} is not a checkpoint folder (no config.json)")
+    out = check_bench(args)
     tasks = expand_tasks(args.tasks, args.num_frames)
-    out = Path(args.output_dir or Path("runs/eval") / Path(args.model).resolve().name)
     metrics = run_bench(args.model, tasks, out, include_path=args.include_path, limit=args.limit,
                         online=args.online)
     for label, values in metrics["tasks"].items():
@@ -55,12 +63,13 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("-t", "--tasks", required=True, metavar="TASKS",
                    help="lmms-eval or vila-eval task names separated by ',' or '/', e.g. "
                         "lmms-videomme-256/vnbench_val,mvbench or longvila_localmc")
-    b.add_argument("-nf", "--num-frames", type=int, default=None, metavar="N",
+    b.add_argument("-nf", "--num-frames", type=at_least(1), default=None, metavar="N",
                    help="frames per video for every task without a -N suffix (default: 256 Video-MME, "
                         "128 VNBench, 32 others)")
     b.add_argument("--output-dir", default=None, metavar="DIR",
                    help="where results go (default runs/eval/<model folder name>)")
-    b.add_argument("--limit", type=int, default=None, metavar="N", help="at most N documents per task (smoke runs)")
+    b.add_argument("--limit", type=at_least(1), default=None, metavar="N",
+                   help="at most N documents per task (smoke runs)")
     b.add_argument("--include-path", default=None, metavar="DIR",
                    help="an extra lmms-eval task folder, e.g. results/make_bench_task for longvila_localmc")
     b.add_argument("--online", action="store_true",

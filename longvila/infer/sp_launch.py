@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from longvila.utils.args import sp_degrees
 from longvila.utils.logging import get_logger
 from longvila.utils.ranks import launch_local, parse_sp
 
@@ -26,7 +27,7 @@ from longvila.utils.ranks import launch_local, parse_sp
 # ---------------------------------------------------------------- the CLI
 def add_infer_sp_args(parser: argparse.ArgumentParser) -> None:
     """The --sp flags of `longvila infer`."""
-    parser.add_argument("--sp", metavar="UxR", default=None,
+    parser.add_argument("--sp", metavar="UxR", default=None, type=sp_degrees,
                         help="sequence-parallel inference on U x R local processes (Ulysses x ring, e.g. 2x2; a "
                              "single number P is a ring of P): frames encoded 1/P per rank, prefill sharded, KV "
                              "cache kept sharded. U must divide the LLM's heads and KV heads. One GPU per rank "

@@ -122,7 +122,8 @@ MAY_IMPORT = {
     "plan": {"config", "parallel", "shapes", "utils"},
     "train": {"config", "data", "model", "parallel", "utils"},
     "eval": {"data", "infer", "model", "parallel", "utils"},
-    "cli": {"config", "data", "eval", "infer", "model", "parallel", "plan", "shapes", "train", "utils"},
+    "cli_checks": {"parallel", "utils"},
+    "cli": {"cli_checks", "config", "data", "eval", "infer", "model", "parallel", "plan", "shapes", "train", "utils"},
 }
 
 

@@ -52,4 +52,4 @@ def test_infer_errors_name_the_file(tiny_ckpt, tmp_path, capsys):
     assert cli_main(["infer", "--model", str(tiny_ckpt), "--video", str(bad), "--prompt", "?", "--quiet"]) == 2
     assert "bad.mp4" in capsys.readouterr().err
     assert cli_main(["infer", "--model", str(tmp_path), "--prompt", "?", "--quiet"]) == 2
-    assert "no tokenizer files" in capsys.readouterr().err
+    assert f"--model {tmp_path}: not a LongVILA checkpoint (no config.json in it)" in capsys.readouterr().err
