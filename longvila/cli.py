@@ -300,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of the peak reached (default 0.35)")
     pl.add_argument("--intra-bw", type=positive(), help="GB/s per GPU inside a node (default 300)")
     pl.add_argument("--inter-bw", type=positive(), help="GB/s per GPU between nodes (default 25)")
+    pl.add_argument("--nics-per-node", type=at_least(1),
+                    help="inter-node NICs per node, shared by its GPUs (default one per GPU)")
+    pl.add_argument("--ring-overlap", type=fraction(False, "1 = ring transfers overlap attention, 0 = never"),
+                    help="share of the ring's transfers that can hide behind attention (default 1)")
+    pl.add_argument("--ring-link-efficiency", type=fraction(True, "the share of the link the ring's P2P reaches"),
+                    help="share of the link bandwidth the ring's send/recv reaches (default 1)")
     pl.add_argument("--all", action="store_true", help="also list the splits that do not fit in memory (with "
                     "--config: every split of each run, not only the best)")
     pl.add_argument("--json", action="store_true", help="JSON instead of the table")

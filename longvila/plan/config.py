@@ -33,6 +33,11 @@ class RunQuestion:
     recipe: Recipe
 
 
+CPU_RING_TERMS = dict(attn_half_block=0.0, ring_step_host_us=0.0, overlap_slowdown=0.0, merge_passes=0.0)
+"""The GPU ring terms of `Hardware` (short-block kernel efficiency, host time per step, slowdown under NCCL,
+merge passes at HBM speed) are GPU measurements; for CPU processes they are off (latency stays)."""
+
+
 def host_memory_gib() -> float:
     """This machine's memory (the CPU-process runs share it)."""
     try:
@@ -49,7 +54,8 @@ def hardware(cfg, nodes: int) -> Hardware:
         return Hardware(gpus=nodes * c.gpus_per_node, gpus_per_node=c.gpus_per_node, gpu_mem_gib=c.gpu_mem_gib)
     mem = c.mem_gb if c.mem_gb else host_memory_gib()                 # sbatch --mem=<n>G: SLURM's G is GiB
     return Hardware(gpus=c.cpu_processes, gpus_per_node=c.cpu_processes, gpu_mem_gib=mem / c.cpu_processes,
-                    tflops=0.1, mfu=0.3, intra_gbps=5.0, inter_gbps=5.0, intra_latency_us=50.0, inter_latency_us=50.0)
+                    tflops=0.1, mfu=0.3, intra_gbps=5.0, inter_gbps=5.0, intra_latency_us=50.0, inter_latency_us=50.0,
+                    **CPU_RING_TERMS)
 
 
 def run_questions(cfg) -> list[RunQuestion]:

@@ -10,13 +10,14 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from longvila.plan.cost import Hardware, SplitPlan, all_splits, evaluate
+from longvila.plan.cost import Hardware, SplitPlan, all_splits, evaluate, ring_vs_2d
 from longvila.plan.config import STAGE5_SUPERVISED_TOKENS
 from longvila.plan.memory import GIB, Recipe, param_count
 from longvila.shapes import SIZES, LLMShape, VisionShape, llm_shape, vision_shape
 
 ALIASES = {"qwen2-1.5b": "qwen2-1.5b-384", "qwen2-7b": "qwen2-7b-384"}
-JSON_VERSION = 2
+JSON_VERSION = 3
+"""3: `step_s` has `ring_overhead` and `terms`; `ring_vs_2d` (issue 21). 2: the recipe's `batch`."""
 
 
 def resolve_model(arg: str) -> tuple[LLMShape, str]:
@@ -49,23 +50,41 @@ def resolve_vision(arg: str, llm_hidden: int) -> VisionShape:
 
 
 def plan_json(plans: list[SplitPlan], *, model: str, shape: LLMShape, seq_len: int, hw: Hardware,
-              recipe: Recipe, recommended: SplitPlan | None = None) -> dict:
-    """The stable JSON form (key `version`)."""
+              recipe: Recipe, recommended: SplitPlan | None = None, compared: list[SplitPlan] | None = None) -> dict:
+    """The stable JSON form (key `version`); `ring_vs_2d` compares among `compared` (default: `plans`)."""
     def row(p: SplitPlan) -> dict:
         out = {"ulysses": p.ulysses, "ring": p.ring, "dp": p.dp, "fits": p.reason is None, "reason": p.reason}
         if p.memory is not None:
             out.update(memory_gib={k: round(v, 3) for k, v in p.memory.gib().items()},
                        comm_bytes={"ulysses": p.ulysses_bytes, "ring": p.ring_bytes, "zero": p.zero_bytes,
                                    "intra_node": p.intra_bytes, "inter_node": p.inter_bytes},
-                       step_s={"compute": round(p.compute_s, 4), "exposed_comm": round(p.exposed_comm_s, 4),
-                               "total": round(p.step_s, 4)}, tokens_per_s=round(p.tokens_per_s))
+                       step_s={"compute": round(p.compute_s, 4), "ring_overhead": round(p.ring_overhead_s, 4),
+                               "exposed_comm": round(p.exposed_comm_s, 4), "total": round(p.step_s, 4),
+                               "terms": {k: round(v, 4) for k, v in p.terms.items()}},
+                       tokens_per_s=round(p.tokens_per_s))
         return out
 
     best = recommended or next((p for p in plans if p.reason is None), None)
     recipe_json = {k: v for k, v in asdict(recipe).items() if k != "vision"}
+    versus = ring_vs_2d(plans if compared is None else compared)
     return {"version": JSON_VERSION, "model": model, "params": param_count(shape), "seq_len": seq_len,
             "recipe": recipe_json, "hardware": asdict(hw), "recommended": None if best is None else row(best),
+            "ring_vs_2d": None if versus is None else {"ring": row(versus[0]), "two_d": row(versus[1]),
+                                                        "ratio": round(versus[2], 3)},
             "splits": [row(p) for p in plans]}
+
+
+def ring_line(plans: list[SplitPlan]) -> str | None:
+    """'pure ring (1 x 64): 18.5 s per step, 1.2x the best 2D split (8 x 8: 16.0 s per step)', or None when the
+    question has no fitting 2D split or no pure ring over as many GPUs."""
+    versus = ring_vs_2d(plans)
+    if versus is None:
+        return None
+    ring, two_d, ratio = versus
+    dp = f", DP {ring.dp}" if ring.dp > 1 else ""
+    return (f"pure ring (1 x {ring.ring}{dp}): {ring.step_s:.1f} s per step, {ratio:.2f}x the best 2D split "
+            f"({two_d.ulysses} x {two_d.ring}: {two_d.step_s:.1f} s per step)"
+            + (f"; the ring does not fit: {ring.reason}" if ring.reason else ""))
 
 
 def format_table(plans: list[SplitPlan]) -> str:
@@ -89,7 +108,8 @@ def format_table(plans: list[SplitPlan]) -> str:
 
 
 _HW_FLAGS = {"gpu_mem": "gpu_mem_gib", "tflops": "tflops", "mfu": "mfu", "intra_bw": "intra_gbps",
-             "inter_bw": "inter_gbps"}
+             "inter_bw": "inter_gbps", "nics_per_node": "nics_per_node", "ring_overlap": "ring_overlap",
+             "ring_link_efficiency": "ring_link_efficiency"}
 
 
 def _hardware(args, base: Hardware) -> Hardware:
@@ -114,7 +134,8 @@ def run(args) -> int:
         if asked:
             raise ValueError(f"{', '.join(asked)}: the config sets these for each run; with --config give only "
                              "--stage, --all, --json and the hardware flags (--gpus, --gpus-per-node, --gpu-mem, "
-                             "--tflops, --mfu, --intra-bw, --inter-bw)")
+                             "--tflops, --mfu, --intra-bw, --inter-bw, --nics-per-node, --ring-overlap, "
+                             "--ring-link-efficiency)")
         return run_config(args)
     if args.stage is not None:
         raise ValueError("--stage needs --config")
@@ -161,6 +182,8 @@ def run(args) -> int:
                   f"per GPU, ~{best.step_s:.2f} s per step, ~{best.tokens_per_s:,.0f} tokens/s in all)")
         else:
             print("no split fits: more GPUs, ZeRO-3, gradient checkpointing, or a shorter sequence")
+        if args.ulysses is None and (line := ring_line(plans)):
+            print(line)
     return 0 if any(p.reason is None for p in plans) else 1
 
 
@@ -189,19 +212,22 @@ def run_config(args) -> int:
         best = next((p for p in splits if p.reason is None), None)
         ok = ok and mine.reason is None
         listed = [mine] + [p for p in (splits if args.all else [best] if best else []) if p != mine]
-        out.append((q, hw, mine, best, listed))
+        out.append((q, hw, mine, best, listed, splits))
     if args.json:
         print(json.dumps({"version": JSON_VERSION, "config": str(args.config), "model": model, "stages": [
             {"stage": q.name, **plan_json(listed, model=model, shape=shape, seq_len=q.seq_len, hw=hw,
-                                          recipe=q.recipe, recommended=best)}
-            for q, hw, mine, best, listed in out]}, indent=1))
+                                          recipe=q.recipe, recommended=best, compared=splits)}
+            for q, hw, mine, best, listed, splits in out]}, indent=1))
         return 0 if ok else 1
     unit = "GPUs" if cfg.train.cluster.gpus_per_node else "CPU processes"
-    for q, hw, mine, best, listed in out:
+    for q, hw, mine, best, listed, splits in out:
         print(f"{q.name}: {q.seq_len:,} tokens on {hw.gpus} {unit} ({hw.gpu_mem_gib:.1f} GiB each), "
               f"{_recipe_line(q.recipe)}; the configured split first")
         print(format_table(listed))
         print(f"  configured U={mine.ulysses} R={mine.ring}: {mine.reason or 'fits'}"
               + (f"; best U={best.ulysses} R={best.ring} DP={best.dp}" if best else
-                 "; no split fits on this hardware (more nodes, or gradient checkpointing)") + "\n")
+                 "; no split fits on this hardware (more nodes, or gradient checkpointing)"))
+        if line := ring_line(splits):
+            print(f"  {line}")
+        print()
     return 0 if ok else 1
