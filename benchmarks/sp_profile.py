@@ -3,6 +3,8 @@
 For U x R in {4x1, 1x4, 2x2}, S in {4096, 16384} global tokens, 8 query heads of dim 64 and 8 (MHA) or 2 (GQA)
 KV heads, the `torch_cpu` kernel and each side's DEFAULT layout (or --layout), every rank reports:
   time     median wall time of one forward + backward (the slowest rank of each repetition, after a warm-up);
+  cpu      median CPU time of one forward + backward, summed over the ranks (less sensitive to other jobs on
+           the machine than wall time: 4 ranks share its cores);
   peak     rise of resident memory over one forward + backward (sampled every ~0.5 ms, after the warm-up);
            the processes run with MALLOC_MMAP_THRESHOLD_=65536 (large buffers are mapped and unmapped, so
            resident memory follows live memory instead of the allocator's high-water mark);
@@ -78,11 +80,12 @@ def _case(rank, world, ulysses, ring, seq_len, kv_heads, layout, reps, trace):
         sp_attention(q, k, v, dims, causal=True, backend="torch_cpu").backward(dout)
 
     step()                                            # warm-up: block plans, thread pools, gradient buffers
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
         dist.barrier()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
+        cpu.append(time.process_time() - c0)
         dist.barrier()
         times.append(time.perf_counter() - t0)
     saved: dict[int, int] = {}
@@ -97,7 +100,7 @@ def _case(rank, world, ulysses, ring, seq_len, kv_heads, layout, reps, trace):
             out = sp_attention(q, k, v, dims, causal=True, backend="torch_cpu")
         out.backward(dout)
         del out
-    result = {"times": times, "peak": rss.peak, "saved": sum(saved.values()), "layout": dims.layout}
+    result = {"times": times, "cpu": cpu, "peak": rss.peak, "saved": sum(saved.values()), "layout": dims.layout}
     if trace and rank == 0:
         from torch.profiler import ProfilerActivity, profile
 
@@ -116,7 +119,8 @@ def run_one(ulysses, ring, seq_len, kv_heads, layout, reps, trace=False) -> dict
     per_rank = run_distributed(_case, ulysses * ring, ulysses, ring, seq_len, kv_heads, layout, reps, trace,
                                timeout=1800)
     slowest = [max(r["times"][i] for r in per_rank) for i in range(reps)]
-    return {"time": statistics.median(slowest), "peak": max(r["peak"] for r in per_rank),
+    cpu = [sum(r["cpu"][i] for r in per_rank) for i in range(reps)]
+    return {"time": statistics.median(slowest), "cpu": statistics.median(cpu), "peak": max(r["peak"] for r in per_rank),
             "saved": max(r["saved"] for r in per_rank), "layout": per_rank[0]["layout"],
             "trace": per_rank[0].get("trace")}
 
@@ -159,7 +163,8 @@ def main() -> None:
     p.add_argument("--seq-lens", type=int, nargs="+", default=list(SEQ_LENS), metavar="S")
     p.add_argument("--kv-heads", type=int, nargs="+", default=list(KV_HEADS), metavar="H")
     p.add_argument("--layout", choices=("zigzag", "contiguous"), help="force a layout (default: each side's default)")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions per case (median reported)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per case and process (median reported)")
+    p.add_argument("--rounds", type=int, default=1, help="fresh processes per case and side, interleaved")
     p.add_argument("--trace", metavar="UxR", help="print torch.profiler's table for one split (rank 0) and stop")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
@@ -180,20 +185,22 @@ def main() -> None:
     if args.compare:
         sides.insert(0, (args.compare, _export(args.compare)))
     print(f"sp_attention fwd+bwd, 4 gloo ranks, 1 thread each, fp32, causal, {HEADS} heads x {HEAD_DIM}, torch_cpu; "
-          f"median of {args.reps}; load at start {_load()}")
-    print(f"{'UxR':>4} {'S':>6} {'KV':>3} {'side':>10} {'layout':>10} {'time s':>8} {'peak MiB':>9} "
-          f"{'saved MiB':>9}  {'speedup':>7} {'peak x':>6}  load")
+          f"median of {args.reps} x {args.rounds} round(s); load at start {_load()}")
+    print(f"{'UxR':>4} {'S':>6} {'KV':>3} {'side':>10} {'layout':>10} {'time s':>7} {'cpu s':>7} {'peak MiB':>8} "
+          f"{'saved MiB':>9} | {'time':>5} {'cpu':>5} {'peak':>5} (ref / ours)  load 1/5/15 min")
     for u, r, s, h in _cases(args):
-        rows = []
-        for name, root in sides:
-            res = _subprocess(root, (u, r, s, h), args.layout, args.reps)
-            rows.append(res)
+        runs = {name: [] for name, _ in sides}
+        for _ in range(args.rounds):                     # interleaved: ref, ours, ref, ours, ...
+            for name, root in sides:
+                runs[name].append(_subprocess(root, (u, r, s, h), args.layout, args.reps))
+        rows = [{key: statistics.median(x[key] for x in runs[name]) if key != "layout" else runs[name][0][key]
+                 for key in ("time", "cpu", "peak", "saved", "layout")} for name, _ in sides]
+        for (name, _), res in zip(sides, rows):
             ratio = ""
-            if len(rows) == 2:
-                ratio = f"{rows[0]['time'] / res['time']:>7.2f}x {rows[0]['peak'] / max(res['peak'], 1):>5.2f}x"
-            print(f"{u}x{r:<2} {s:>6} {h:>3} {name[:10]:>10} {res['layout']:>10} {res['time']:>8.3f} "
-                  f"{res['peak'] / 2**20:>9.1f} {res['saved'] / 2**20:>9.1f}  {ratio:>15}  {_load()}", flush=True)
-
+            if len(rows) == 2 and res is rows[1]:
+                ratio = " ".join(f"{rows[0][key] / max(res[key], 1e-9):>4.2f}x" for key in ("time", "cpu", "peak"))
+            print(f"{u}x{r:<2} {s:>6} {h:>3} {name[:10]:>10} {res['layout']:>10} {res['time']:>7.3f} {res['cpu']:>7.3f} "
+                  f"{res['peak'] / 2**20:>8.1f} {res['saved'] / 2**20:>9.1f} | {ratio:>17}  {_load()}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,8 @@ sample is at most two op calls ("pieces", planned once per block and cached on i
   diagonal  the keys from max(first key, first query) to min(last key, last query): the queries from that
             position on see them top-left causally, which is the CPU op's `is_causal` alignment.
 Non-causal pieces that share their queries and have adjacent keys (or share their keys and have adjacent
-queries) are joined into one call. A causal block, any layout, any packing, even runs that straddle each
+queries) are joined into one call; a sample whose queries and keys are the same ascending runs, adjacent in
+memory (a zigzag rank's own block), is one causal call. A causal block, any layout, any packing, even runs that straddle each
 other: the pieces cover the mask exactly, and nothing needs the varlen gather that flash kernels need.
 
 Every call takes strided views: [B, S, H, D] slices transposed to the op's [B, H, S, D] (the op reads
@@ -29,21 +30,34 @@ _bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 def plan_pieces(block: Block) -> list[tuple[slice, slice, bool]]:
     """(query rows, key rows, causal) op calls that compute `block` exactly (see the module docstring)."""
     pieces = []
-    k_runs = segments(block.k_pos, block.cu_seqlens)
-    for ql, qg, qn, qsample in segments(block.q_pos, block.cu_seqlens):
-        for kl, kg, kn, ksample in k_runs:
-            if ksample != qsample:
-                continue
-            if not block.causal:
-                pieces.append((slice(ql, ql + qn), slice(kl, kl + kn), False))
-                continue
-            visible = min(kn, qg - kg)                  # keys before the run's first query
-            if visible > 0:
-                pieces.append((slice(ql, ql + qn), slice(kl, kl + visible), False))
-            lo, hi = max(kg, qg), min(kg + kn, qg + qn)
-            if lo < hi:
-                pieces.append((slice(ql + lo - qg, ql + qn), slice(kl + lo - kg, kl + hi - kg), True))
+    q_runs, k_runs = segments(block.q_pos, block.cu_seqlens), segments(block.k_pos, block.cu_seqlens)
+    for sample in dict.fromkeys(run[3] for run in q_runs):
+        qr, kr = [r for r in q_runs if r[3] == sample], [r for r in k_runs if r[3] == sample]
+        if block.causal and _one_causal_call(qr, kr):
+            pieces.append((slice(qr[0][0], qr[-1][0] + qr[-1][2]), slice(kr[0][0], kr[-1][0] + kr[-1][2]), True))
+            continue
+        for ql, qg, qn, _ in qr:
+            for kl, kg, kn, _ in kr:
+                if not block.causal:
+                    pieces.append((slice(ql, ql + qn), slice(kl, kl + kn), False))
+                    continue
+                visible = min(kn, qg - kg)                  # keys before the run's first query
+                if visible > 0:
+                    pieces.append((slice(ql, ql + qn), slice(kl, kl + visible), False))
+                lo, hi = max(kg, qg), min(kg + kn, qg + qn)
+                if lo < hi:
+                    pieces.append((slice(ql + lo - qg, ql + qn), slice(kl + lo - kg, kl + hi - kg), True))
     return _join(_join(pieces, 1), 0)
+
+
+def _one_causal_call(q_runs: list, k_runs: list) -> bool:
+    """True when a sample's queries and keys are the same positions, ascending and adjacent in local memory
+    (e.g. a zigzag rank's own block: chunks s and 2P-1-s): local order is then global order, and ONE top-left
+    causal call over them is exact (instead of a diagonal, a visible part and a diagonal, merged)."""
+    same = [(r[1], r[2]) for r in q_runs] == [(r[1], r[2]) for r in k_runs]
+    ascending = all(a[1] + a[2] <= b[1] for a, b in zip(q_runs, q_runs[1:]))
+    adjacent = all(a[0] + a[2] == b[0] for runs in (q_runs, k_runs) for a, b in zip(runs, runs[1:]))
+    return same and ascending and adjacent
 
 
 def _join(pieces: list, axis: int) -> list:
@@ -93,20 +107,21 @@ class TorchCpuKernel:
 
     def backward(self, dout, q, k, v, out, lse, block: Block):
         acc = acc_dtype(q.dtype)
-        pieces = self._pieces(block)
         out, dout = out.to(q.dtype), dout.to(q.dtype)
-        if len(pieces) == 1 and pieces[0][:2] == (slice(0, q.shape[1]), slice(0, k.shape[1])):
-            grads = self._call(dout, q, k, v, out, lse, pieces[0], block.scale)
-            return tuple(g.transpose(1, 2).to(acc) for g in grads)
-        dq = torch.zeros(q.shape, dtype=acc, device=q.device)
-        dk, dv = (torch.zeros(t.shape, dtype=acc, device=t.device) for t in (k, v))
-        for piece in pieces:
-            gq, gk, gv = self._call(dout, q, k, v, out, lse, piece, block.scale)
-            qs, ks, _ = piece
-            dq[:, qs] += gq.transpose(1, 2)
-            dk[:, ks] += gk.transpose(1, 2)
-            dv[:, ks] += gv.transpose(1, 2)
-        return dq, dk, dv
+        totals = [None, None, None]                          # dq, dk, dv
+        for piece in self._pieces(block):
+            grads = self._call(dout, q, k, v, out, lse, piece, block.scale)
+            for i, (grad, like, rows) in enumerate(zip(grads, (q, k, v), (piece[0], piece[1], piece[1]))):
+                grad = grad.transpose(1, 2)                   # [B, T, H, D] (the op's memory: contiguous)
+                if totals[i] is None and rows == slice(0, like.shape[1]):
+                    totals[i] = grad.to(acc)                  # the first piece over every row: its gradient
+                    continue
+                if totals[i] is None:
+                    totals[i] = torch.zeros(like.shape, dtype=acc, device=like.device)
+                totals[i][:, rows] += grad
+            del grads, grad
+        return tuple(torch.zeros(t.shape, dtype=acc, device=t.device) if g is None else g
+                     for g, t in zip(totals, (q, k, v)))
 
     @staticmethod
     def _call(dout, q, k, v, out, lse, piece, scale):

@@ -44,8 +44,10 @@ class _Transfer:
         self.reqs = dist.batch_isend_irecv(ops)
 
     def wait(self) -> list[torch.Tensor]:
+        """The received tensors; what was sent (held by the requests until now) is let go."""
         for req in self.reqs:
             req.wait()
+        self.reqs = []
         return self.out
 
 
@@ -62,6 +64,7 @@ class _RingAttention(torch.autograd.Function):
                 nxt = _Transfer(cur, group, len(blocks[step + 1].k_pos), stats) if step < n - 1 else None
                 o, l = empty_result(q) if block.empty() else kernel.forward(q, cur[0], cur[1], block)
                 out, lse = merge_into(out, lse, o, l)
+                del o, l                                 # merged: not alive during the next block's kernel
                 if nxt is not None:
                     cur = nxt.wait()
             out = out.to(q.dtype)
@@ -86,15 +89,16 @@ class _RingAttention(torch.autograd.Function):
         for step, block in enumerate(blocks):
             nxt = _Transfer(cur, ctx.group, len(blocks[step + 1].k_pos), ctx.stats) if step < n - 1 else None
             if block.empty():
-                dk_b, dv_b = (torch.zeros(t.shape, dtype=acc, device=t.device) for t in cur)
+                dkv = [torch.zeros(t.shape, dtype=acc, device=t.device) for t in cur]
             else:                                        # the kernel's gradients are fresh: accumulate in place
-                dq_b, dk_b, dv_b = (g.to(acc) for g in ctx.kernel.backward(dout, q, cur[0], cur[1], out, lse, block))
+                dq_b, *dkv = (g.to(acc) for g in ctx.kernel.backward(dout, q, cur[0], cur[1], out, lse, block))
                 dq = dq_b if dq is None else dq.add_(dq_b)
+                del dq_b
             if grads is not None:                        # this block's dK/dV so far, from the previous rank
-                dk_in, dv_in = grads.wait()
-                dk_b, dv_b = dk_b.add_(dk_in), dv_b.add_(dv_in)
-            # pass it on; after R steps it is back at its owner
-            grads = _Transfer([dk_b, dv_b], ctx.group, len(blocks[(step + 1) % n].k_pos), ctx.stats)
+                dkv = [d.add_(d_in) for d, d_in in zip(dkv, grads.wait())]
+            # pass it on (no name here keeps it); after R steps it is back at its owner
+            grads = _Transfer(dkv, ctx.group, len(blocks[(step + 1) % n].k_pos), ctx.stats)
+            del dkv
             if nxt is not None:
                 cur = nxt.wait()
         dk, dv = grads.wait()
