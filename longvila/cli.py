@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--sp", default="1", metavar="UxR", type=sp_degrees,
                    help="sequence-parallel prefill over U x R local ranks, e.g. 2x4 (Ulysses 2 x ring 4) or 8 "
                         "(ring 8); default 1")
-    n.add_argument("--layout", default="zigzag", choices=("zigzag", "contiguous"), help="token layout (zigzag)")
+    n.add_argument("--layout", default="auto", choices=("auto", "zigzag", "contiguous"),
+                   help="token layout of the SP prefill (default auto: zigzag with a ring, contiguous for Ulysses "
+                        "alone)")
     n.add_argument("--out", metavar="DIR", help="output folder (default niah_output/<model folder name>)")
     n.add_argument("--cache-dir", metavar="DIR", help="haystack embedding cache (default <out>/cache)")
     n.add_argument("--quiet", action="store_true", help="no progress bars")

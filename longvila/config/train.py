@@ -171,8 +171,10 @@ class TrainConfig:
     """'torch' (plain PyTorch DP x SP, CPU or GPU) or 'deepspeed' (ZeRO-2/3)."""
     launcher: str = "local"
     """'local' (processes on this machine) or 'submitit' (SLURM)."""
-    layout: str = "zigzag"
-    """Sequence layout over the SP group."""
+    layout: str = "auto"
+    """Sequence layout over the SP group: 'auto' (each run's split decides: zigzag when ring > 1, where it
+    balances the causal work over the ring; contiguous when ring = 1, where zigzag balances nothing and costs
+    time), 'zigzag' or 'contiguous'."""
     precision: str = "auto"
     """'auto' (bf16 on GPUs, fp32 on CPU), 'bf16' or 'fp32'; fp32 master weights either way."""
     seed: int = 0
@@ -198,5 +200,6 @@ class TrainConfig:
         check(self.engine in ENGINES, "train.engine", f"use one of {ENGINES}")
         check(self.launcher in LAUNCHERS, "train.launcher", f"use one of {LAUNCHERS}")
         check(self.precision in ("auto", "bf16", "fp32"), "train.precision", "use auto, bf16 or fp32")
+        check(self.layout in ("auto", "zigzag", "contiguous"), "train.layout", "use auto, zigzag or contiguous")
         check(self.lr > 0 and self.warmup_steps >= 0 and self.lora_r >= 1 and self.lora_alpha > 0, "train.lr/lora",
               "need lr > 0, warmup_steps >= 0, lora_r >= 1, lora_alpha > 0")

@@ -85,5 +85,5 @@ def needle_rank(rank: int, world: int, kwargs: dict) -> dict | None:
     from longvila.parallel import ParallelDims
     kwargs = dict(kwargs)
     dims = ParallelDims(ulysses=kwargs.pop("ulysses"), ring=kwargs.pop("ring"), world_size=world,
-                        layout=kwargs.pop("layout", "zigzag")).build()
+                        layout=kwargs.pop("layout", None)).build()
     return evaluate_needle(dims=dims, **kwargs)

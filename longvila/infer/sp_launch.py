@@ -32,8 +32,9 @@ def add_infer_sp_args(parser: argparse.ArgumentParser) -> None:
                              "single number P is a ring of P): frames encoded 1/P per rank, prefill sharded, KV "
                              "cache kept sharded. U must divide the LLM's heads and KV heads. One GPU per rank "
                              "when there are enough GPUs (bf16), else CPU processes (fp32)")
-    parser.add_argument("--sp-layout", choices=("zigzag", "contiguous"), default="zigzag",
-                        help="token layout of the sharded prefill (default zigzag: causal work balanced)")
+    parser.add_argument("--sp-layout", choices=("auto", "zigzag", "contiguous"), default="auto",
+                        help="token layout of the sharded prefill (default auto: zigzag with a ring, where it "
+                             "balances the causal work; contiguous for Ulysses alone, where it balances nothing)")
 
 
 def _infer_rank(rank: int, world_size: int, opts: dict) -> str | None:

@@ -1,7 +1,7 @@
 """Multi-modal sequence parallelism (MM-SP): topology, layouts, collectives, attention.
 
 Public API: `ParallelDims` (the topology, and the sequence layout: `ParallelDims(ulysses, ring, world_size,
-layout="zigzag")`), `shard_sequence`, `gather_sequence`, `sp_attention`, `apply_sequence_parallel` (which
+layout=None)`, zigzag with a ring, contiguous for Ulysses alone), `shard_sequence`, `gather_sequence`, `sp_attention`, `apply_sequence_parallel` (which
 imports Transformers on first use).
 
 The names are loaded on first use (PEP 562), so `from longvila.parallel import ParallelDims` -- the topology

@@ -6,7 +6,7 @@ A `Block` is one (queries x keys) pair of a ring step, described by global token
 (causal, packed samples) follows from those positions, so every layout is exact. Here too: the boolean mask a
 block stands for (built only by the `math` kernel), the accumulation dtype (fp32, fp64 for fp64 inputs), the
 result of a block that sees nothing (out = 0, lse = -inf), and the exact merge of two partial results by their
-log-sum-exps (`merge_into`: ring steps, the CPU kernel's two-part causal calls, SP decoding).
+log-sum-exps (`merge_into`: ring steps, the CPU kernel's pieces of a block, SP decoding).
 
     block = Block(q_pos, k_pos, causal=True, cu_seqlens=None, scale=0.125)
     block.empty()                      # True when no query sees any key: the kernel is skipped

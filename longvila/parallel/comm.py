@@ -55,8 +55,22 @@ def _split(x: torch.Tensor, dim: int, world: int, sizes: list[int] | None) -> li
     return [t.contiguous() for t in parts]
 
 
+def _a2a_even(x: torch.Tensor, group, scatter_dim: int, gather_dim: int, stats) -> torch.Tensor:
+    """Equal chunks: the send buffer is `x` with the chunk index moved first (a copy only where the chunks are
+    not already contiguous: none for the sequence dim at batch 1), the receive buffer is the output with the
+    rank index moved first (a view: a copy only where the ranks' parts interleave, e.g. heads)."""
+    world = group_size(group)
+    send = x.unflatten(scatter_dim, (world, -1)).movedim(scatter_dim, 0).contiguous()
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send, group=group)
+    _count(stats, "all_to_all", send.numel() * send.element_size() * (world - 1) // world)
+    return recv.movedim(0, gather_dim).flatten(gather_dim, gather_dim + 1)
+
+
 def _a2a(x: torch.Tensor, group, scatter_dim: int, gather_dim: int, stats, scatter_sizes=None,
          gather_sizes=None) -> torch.Tensor:
+    if scatter_sizes is None and gather_sizes is None:
+        return _a2a_even(x, group, scatter_dim, gather_dim, stats)
     world, me = group_size(group), dist.get_rank(group)
     inputs = _split(x, scatter_dim, world, scatter_sizes)
     shapes = []
@@ -79,7 +93,8 @@ class _AllToAll(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes):
         ctx.args = (group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes)
-        return _a2a(x, group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes)
+        # detach: the result may be a view of the receive buffer; as a plain tensor it can be modified in place
+        return _a2a(x, group, scatter_dim, gather_dim, stats, scatter_sizes, gather_sizes).detach()
 
     @staticmethod
     def backward(ctx, grad):

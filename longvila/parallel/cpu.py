@@ -1,80 +1,131 @@
-"""The `torch_cpu` block kernel: the aten CPU flash-attention op (with LSE) and its backward, no mask built.
+"""The `torch_cpu` block kernel: the aten CPU flash-attention op (with LSE) on views of the block, no copies.
 
-Blocks are planned into varlen calls (varlen.py); this executor runs each varlen sequence through
-`aten._scaled_dot_product_flash_attention_for_cpu` (layout [B, H, S, D], returns out and LSE; backward takes
-out and LSE, not a gradient of the LSE). A causal sequence holds Lq queries against Lk keys, bottom-right
-aligned; the CPU op's `is_causal` is top-left aligned, so the sequence runs as two op calls merged by LSE:
-the first Lk - Lq keys (fully visible) without a mask, and the last Lq keys (a square diagonal) with
-is_causal. KV heads are expanded for GQA (the op needs equal head counts) and their gradients summed back.
+A block's queries and keys are runs of consecutive global positions (zigzag: two chunks per rank, U ranks per
+Ulysses group), cut further at packed-sample boundaries (`segments`). Each (query run, key run) pair of one
+sample is at most two op calls ("pieces", planned once per block and cached on it):
+  visible   the keys before the first query of the run: every query sees them (non-causal call);
+  diagonal  the keys from max(first key, first query) to min(last key, last query): the queries from that
+            position on see them top-left causally, which is the CPU op's `is_causal` alignment.
+Non-causal pieces that share their queries and have adjacent keys (or share their keys and have adjacent
+queries) are joined into one call; a sample whose queries and keys are the same ascending runs, adjacent in
+memory (a zigzag rank's own block), is one causal call. A causal block, any layout, any packing, even runs that straddle each
+other: the pieces cover the mask exactly, and nothing needs the varlen gather that flash kernels need.
+
+Every call takes strided views: [B, S, H, D] slices transposed to the op's [B, H, S, D] (the op reads
+strides; its output and gradients come back in [B, S, H, D] memory), KV heads as they are (the op does GQA
+itself and sums the KV-head gradients), the batch dimension as is. One piece covering the block: the op's
+out/LSE (and gradients) are returned as they are; several: merged by LSE / accumulated into slices.
 """
 
 from __future__ import annotations
 
 import torch
 
-from longvila.parallel.blocks import acc_dtype, merge_into
-from longvila.parallel.varlen import VarlenCall, VarlenKernel
+from longvila.parallel.blocks import Block, acc_dtype, merge_into, segments
 
 _fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 
-def _parts(c: VarlenCall):
-    """Per sequence: (query slice, [(key slice, causal)]) into the call's packed rows."""
-    cu_q, cu_k = c.cu_q.tolist(), c.cu_k.tolist()
-    for i in range(len(cu_q) - 1):
-        q0, q1, k0, k1 = cu_q[i], cu_q[i + 1], cu_k[i], cu_k[i + 1]
-        if not c.causal:
-            yield slice(q0, q1), [(slice(k0, k1), False)]
+def plan_pieces(block: Block) -> list[tuple[slice, slice, bool]]:
+    """(query rows, key rows, causal) op calls that compute `block` exactly (see the module docstring)."""
+    pieces = []
+    q_runs, k_runs = segments(block.q_pos, block.cu_seqlens), segments(block.k_pos, block.cu_seqlens)
+    for sample in dict.fromkeys(run[3] for run in q_runs):
+        qr, kr = [r for r in q_runs if r[3] == sample], [r for r in k_runs if r[3] == sample]
+        if block.causal and _one_causal_call(qr, kr):
+            pieces.append((slice(qr[0][0], qr[-1][0] + qr[-1][2]), slice(kr[0][0], kr[-1][0] + kr[-1][2]), True))
             continue
-        split = k1 - (q1 - q0)
-        parts = [(slice(k0, split), False)] if split > k0 else []
-        yield slice(q0, q1), parts + [(slice(split, k1), True)]
+        for ql, qg, qn, _ in qr:
+            for kl, kg, kn, _ in kr:
+                if not block.causal:
+                    pieces.append((slice(ql, ql + qn), slice(kl, kl + kn), False))
+                    continue
+                visible = min(kn, qg - kg)                  # keys before the run's first query
+                if visible > 0:
+                    pieces.append((slice(ql, ql + qn), slice(kl, kl + visible), False))
+                lo, hi = max(kg, qg), min(kg + kn, qg + qn)
+                if lo < hi:
+                    pieces.append((slice(ql + lo - qg, ql + qn), slice(kl + lo - kg, kl + hi - kg), True))
+    return _join(_join(pieces, 1), 0)
 
 
-def _bhsd(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """[T, Hx, D] -> [1, heads, T, D] (KV heads repeated for GQA)."""
-    if x.shape[1] != heads:
-        x = x.repeat_interleave(heads // x.shape[1], dim=1)
-    return x.transpose(0, 1).unsqueeze(0).contiguous()
+def _one_causal_call(q_runs: list, k_runs: list) -> bool:
+    """True when a sample's queries and keys are the same positions, ascending and adjacent in local memory
+    (e.g. a zigzag rank's own block: chunks s and 2P-1-s): local order is then global order, and ONE top-left
+    causal call over them is exact (instead of a diagonal, a visible part and a diagonal, merged)."""
+    same = [(r[1], r[2]) for r in q_runs] == [(r[1], r[2]) for r in k_runs]
+    ascending = all(a[1] + a[2] <= b[1] for a, b in zip(q_runs, q_runs[1:]))
+    adjacent = all(a[0] + a[2] == b[0] for runs in (q_runs, k_runs) for a, b in zip(runs, runs[1:]))
+    return same and ascending and adjacent
 
 
-class _CpuOpExecutor:
-    def forward(self, q, k, v, c: VarlenCall, scale):
-        h = q.shape[1]
-        out = torch.empty_like(q)
-        lse = torch.empty(h, q.shape[0], dtype=acc_dtype(q.dtype))
-        for qs, parts in _parts(c):
-            qb = _bhsd(q[qs], h)
-            acc_o = acc_l = None
-            for ks, causal in parts:                            # the parts merge by LSE, as ring blocks do
-                o, l = _fwd(qb, _bhsd(k[ks], h), _bhsd(v[ks], h), 0.0, causal, scale=scale)
-                acc_o, acc_l = merge_into(acc_o, acc_l, o.transpose(1, 2), l)   # [1, T, H, D], [1, H, T]
-            out[qs] = acc_o[0].to(q.dtype)
-            lse[:, qs] = acc_l[0]
-        return out, lse
-
-    def backward(self, dout, q, k, v, out, lse, c: VarlenCall, scale):
-        h, hkv = q.shape[1], k.shape[1]
-        acc = acc_dtype(q.dtype)                                   # accumulate in fp32 (fp64 for fp64)
-        dq, dk, dv = (torch.zeros(t.shape, dtype=acc) for t in (q, k, v))
-        lse = lse.to(acc_dtype(q.dtype))
-        for qs, parts in _parts(c):
-            qb, ob, dob = _bhsd(q[qs], h), _bhsd(out[qs], h), _bhsd(dout[qs], h)
-            lb = lse[:, qs].unsqueeze(0).contiguous()
-            for ks, causal in parts:
-                gq, gk, gv = _bwd(dob, qb, _bhsd(k[ks], h), _bhsd(v[ks], h), ob, lb, 0.0, causal, scale=scale)
-                dq[qs] += gq[0].transpose(0, 1)
-                for total, g in ((dk, gk), (dv, gv)):
-                    g = g[0].transpose(0, 1).to(acc)            # [T, H, D] -> sum the heads of each KV group
-                    total[ks] += g.reshape(g.shape[0], hkv, h // hkv, g.shape[2]).sum(2)
-        return dq, dk, dv
+def _join(pieces: list, axis: int) -> list:
+    """Join non-causal pieces whose other side is equal and whose `axis` side (0 queries, 1 keys) is adjacent."""
+    out = []
+    for piece in pieces:
+        for i, other in enumerate(out):
+            if (not piece[2] and not other[2] and piece[1 - axis] == other[1 - axis]
+                    and other[axis].stop == piece[axis].start):
+                joined = slice(other[axis].start, piece[axis].stop)
+                out[i] = (other[0], joined, False) if axis else (joined, other[1], False)
+                break
+        else:
+            out.append(piece)
+    return out
 
 
-class TorchCpuKernel(VarlenKernel):
+def _t(x: torch.Tensor, rows: slice) -> torch.Tensor:
+    """[B, S, H, D] -> rows as the op's [B, H, T, D] (a view)."""
+    return x[:, rows].transpose(1, 2)
+
+
+class TorchCpuKernel:
     """Block kernel on the aten CPU flash-attention op (see the module docstring)."""
 
     name = "torch_cpu"
 
-    def __init__(self) -> None:
-        super().__init__(_CpuOpExecutor())
+    @staticmethod
+    def _pieces(block: Block) -> list[tuple[slice, slice, bool]]:
+        if "pieces" not in block._cache:
+            block._cache["pieces"] = plan_pieces(block)
+        return block._cache["pieces"]
+
+    def forward(self, q, k, v, block: Block):
+        acc = acc_dtype(q.dtype)
+        pieces = self._pieces(block)
+        if len(pieces) == 1 and pieces[0][0] == slice(0, q.shape[1]):   # one call gives every row its result
+            qs, ks, causal = pieces[0]
+            o, lse = _fwd(_t(q, qs), _t(k, ks), _t(v, ks), 0.0, causal, scale=block.scale)
+            return o.transpose(1, 2), lse.to(acc)
+        out = torch.zeros(q.shape, dtype=acc, device=q.device)            # rows no piece reaches: out 0,
+        lse = torch.full((q.shape[0], q.shape[2], q.shape[1]), float("-inf"), dtype=acc, device=q.device)  # -inf
+        for qs, ks, causal in pieces:
+            o, l = _fwd(_t(q, qs), _t(k, ks), _t(v, ks), 0.0, causal, scale=block.scale)
+            _, lse[:, :, qs] = merge_into(out[:, qs], lse[:, :, qs], o.transpose(1, 2), l.to(acc))  # out in place
+        return out.to(q.dtype), lse
+
+    def backward(self, dout, q, k, v, out, lse, block: Block):
+        acc = acc_dtype(q.dtype)
+        out, dout = out.to(q.dtype), dout.to(q.dtype)
+        totals = [None, None, None]                          # dq, dk, dv
+        for piece in self._pieces(block):
+            grads = self._call(dout, q, k, v, out, lse, piece, block.scale)
+            for i, (grad, like, rows) in enumerate(zip(grads, (q, k, v), (piece[0], piece[1], piece[1]))):
+                grad = grad.transpose(1, 2)                   # [B, T, H, D] (the op's memory: contiguous)
+                if totals[i] is None and rows == slice(0, like.shape[1]):
+                    totals[i] = grad.to(acc)                  # the first piece over every row: its gradient
+                    continue
+                if totals[i] is None:
+                    totals[i] = torch.zeros(like.shape, dtype=acc, device=like.device)
+                totals[i][:, rows] += grad
+            del grads, grad
+        return tuple(torch.zeros(t.shape, dtype=acc, device=t.device) if g is None else g
+                     for g, t in zip(totals, (q, k, v)))
+
+    @staticmethod
+    def _call(dout, q, k, v, out, lse, piece, scale):
+        """The op's backward of one piece against the MERGED out / LSE -> dq, dk, dv as [B, H, T, D] views."""
+        qs, ks, causal = piece
+        return _bwd(_t(dout, qs), _t(q, qs), _t(k, ks), _t(v, ks), _t(out, qs), lse[:, :, qs].to(acc_dtype(q.dtype)),
+                    0.0, causal, scale=scale)

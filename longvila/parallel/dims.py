@@ -6,6 +6,7 @@ data-parallel replicas follow each other (DP = world_size / P). Inside an SP gro
 `ulysses`-th rank (inter-node). The SP rank of a process is `ring_rank * ulysses + ulysses_rank`.
 
     dims = ParallelDims(ulysses=2, ring=2, world_size=8)   # validates, creates no process group (layout zigzag)
+    ParallelDims(ulysses=4, world_size=4).layout           # "contiguous": the default layout follows the ring
     dims.validate_heads(num_heads=28, num_kv_heads=4)
     dims.build()                                           # after init_process_group: creates the groups
 """
@@ -22,6 +23,15 @@ def valid_ulysses_degrees(num_heads: int, num_kv_heads: int) -> list[int]:
 
 
 LAYOUTS = ("zigzag", "contiguous")   # how a sequence lies over the SP ranks: longvila.parallel.layout
+LAYOUT_CHOICES = ("auto", *LAYOUTS)  # what configs and command lines accept: "auto" = `default_layout(ring)`
+
+
+def default_layout(ring: int) -> str:
+    """The fastest exact layout for a ring degree: "zigzag" when ring > 1 (every ring rank gets an early and a
+    late chunk, so the causal work of the ring steps is balanced), "contiguous" when ring == 1 (after the
+    Ulysses all-to-all every rank holds the whole sequence, so zigzag balances nothing and only cuts each
+    causal attention into more kernel calls)."""
+    return "zigzag" if ring > 1 else "contiguous"
 
 
 @dataclass
@@ -33,13 +43,15 @@ class ParallelDims:
         ulysses: Ulysses (all-to-all, head-split) degree U.
         ring: ring (point-to-point, sequence-split) degree R.
         world_size: number of processes; default: the current process group's size (or U x R).
-        layout: "zigzag" (2P chunks, rank s holds s and 2P-1-s: causal work balanced) or "contiguous".
+        layout: "zigzag" (2P chunks, rank s holds s and 2P-1-s: causal work balanced), "contiguous", or
+            None / "auto" (the default): `default_layout(ring)`, zigzag for a ring, contiguous for Ulysses alone.
+            Resolved here: `dims.layout` is always "zigzag" or "contiguous".
     """
 
     ulysses: int = 1
     ring: int = 1
     world_size: int | None = None
-    layout: str = "zigzag"
+    layout: str | None = None
     rank: int = 0
     _groups: dict = field(default_factory=dict, repr=False)
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
@@ -47,8 +59,10 @@ class ParallelDims:
     def __post_init__(self) -> None:
         if self.ulysses < 1 or self.ring < 1:
             raise ValueError(f"ulysses={self.ulysses}, ring={self.ring}: both degrees must be >= 1")
+        if self.layout in (None, "auto"):
+            self.layout = default_layout(self.ring)
         if self.layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {self.layout!r}; use one of {LAYOUTS}")
+            raise ValueError(f"unknown layout {self.layout!r}; use one of {LAYOUTS} or 'auto' (None)")
         if self.world_size is None:
             import torch.distributed as dist          # here, not at import: the config checks stay torch-free
 

@@ -15,10 +15,11 @@ returns lse = 0 for them, flash-attn +inf).
 
 This module is the one place that picks a kernel (`get_kernel`): `math` (math_kernel.py: explicit einsum, any
 dtype incl. fp64, arbitrary masks; materialises [Sq, Sk] scores), `torch_cpu` (cpu.py: the aten CPU
-flash-attention op with LSE and its backward) and `flash_attn` (flash.py: CUDA); the last two never build a
-mask: blocks are planned into varlen calls (varlen.py). The block type and the LSE merge are in blocks.py.
+flash-attention op with LSE and its backward, called on strided views of each block's query/key runs) and
+`flash_attn` (flash.py: CUDA; blocks planned into varlen calls, varlen.py); the last two never build a mask.
+The block type and the LSE merge are in blocks.py.
 
-Imports, bottom-up: blocks <- math_kernel, varlen <- cpu, flash <- kernels <- attention (ring.py takes a kernel
+Imports, bottom-up: blocks <- math_kernel, cpu, varlen <- flash <- kernels <- attention (ring.py takes a kernel
 object and imports only blocks and comm).
 """
 

@@ -44,8 +44,10 @@ class _Transfer:
         self.reqs = dist.batch_isend_irecv(ops)
 
     def wait(self) -> list[torch.Tensor]:
+        """The received tensors; what was sent (held by the requests until now) is let go."""
         for req in self.reqs:
             req.wait()
+        self.reqs = []
         return self.out
 
 
@@ -62,9 +64,11 @@ class _RingAttention(torch.autograd.Function):
                 nxt = _Transfer(cur, group, len(blocks[step + 1].k_pos), stats) if step < n - 1 else None
                 o, l = empty_result(q) if block.empty() else kernel.forward(q, cur[0], cur[1], block)
                 out, lse = merge_into(out, lse, o, l)
+                del o, l                                 # merged: not alive during the next block's kernel
                 if nxt is not None:
                     cur = nxt.wait()
             out = out.to(q.dtype)
+        out, lse = out.detach(), lse.detach()            # plain tensors, not views of the kernel's buffers
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.kernel, ctx.blocks, ctx.group, ctx.stats = kernel, blocks, group, stats
         ctx.mark_non_differentiable(lse)
@@ -80,23 +84,25 @@ class _RingAttention(torch.autograd.Function):
             dq, dk, dv = ctx.kernel.backward(dout, q, k, v, out, lse, blocks[0])
             return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
         acc = acc_dtype(q.dtype)
-        dq = torch.zeros(q.shape, dtype=acc, device=q.device)
+        dq = None
         cur, grads = [k, v], None
         for step, block in enumerate(blocks):
             nxt = _Transfer(cur, ctx.group, len(blocks[step + 1].k_pos), ctx.stats) if step < n - 1 else None
             if block.empty():
-                dk_b, dv_b = (torch.zeros(t.shape, dtype=acc, device=t.device) for t in cur)
-            else:
-                dq_b, dk_b, dv_b = ctx.kernel.backward(dout, q, cur[0], cur[1], out, lse, block)
-                dq += dq_b
+                dkv = [torch.zeros(t.shape, dtype=acc, device=t.device) for t in cur]
+            else:                                        # the kernel's gradients are fresh: accumulate in place
+                dq_b, *dkv = (g.to(acc) for g in ctx.kernel.backward(dout, q, cur[0], cur[1], out, lse, block))
+                dq = dq_b if dq is None else dq.add_(dq_b)
+                del dq_b
             if grads is not None:                        # this block's dK/dV so far, from the previous rank
-                dk_in, dv_in = grads.wait()
-                dk_b, dv_b = dk_b + dk_in, dv_b + dv_in
-            if n > 1:                                    # pass it on; after R steps it is back at its owner
-                grads = _Transfer([dk_b, dv_b], ctx.group, len(blocks[(step + 1) % n].k_pos), ctx.stats)
+                dkv = [d.add_(d_in) for d, d_in in zip(dkv, grads.wait())]
+            # pass it on (no name here keeps it); after R steps it is back at its owner
+            grads = _Transfer(dkv, ctx.group, len(blocks[(step + 1) % n].k_pos), ctx.stats)
+            del dkv
             if nxt is not None:
                 cur = nxt.wait()
-        dk, dv = grads.wait() if n > 1 else (dk_b, dv_b)
+        dk, dv = grads.wait()
+        dq = torch.zeros_like(q) if dq is None else dq
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 

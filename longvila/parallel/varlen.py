@@ -10,7 +10,8 @@ sequence. Sequences with a diagonal go in one causal call, the rest in one non-c
 in at most one call, nothing needs merging inside a block, and no mask is ever materialised. Rows that see no
 key keep out = 0, lse = -inf.
 
-`VarlenKernel(executor)` turns a varlen executor (forward(q, k, v, call, scale) -> out [T,H,D], lse [H,T];
+The `flash_attn` kernel (flash.py) runs on this plan; the `torch_cpu` kernel (cpu.py) needs no gather and calls
+its op on views of the runs instead. `VarlenKernel(executor)` turns a varlen executor (forward(q, k, v, call, scale) -> out [T,H,D], lse [H,T];
 backward(dout, q, k, v, out, lse, call, scale) -> dq, dk, dv) into a block kernel (the interface in kernels.py).
 The runs of consecutive positions (`segments`) come from blocks.py.
 """

@@ -61,7 +61,7 @@ def check_training(cfg) -> list[dict]:
         seq = contexts[s.context]
         div = dims.seq_len_divisor()
         check(seq % div == 0, f"train.{key}.context",
-              f"seq_len {seq} is not a multiple of {div} ({t.layout} over SP {dims.sp_degree})")
+              f"seq_len {seq} is not a multiple of {div} ({dims.layout} over SP {dims.sp_degree})")
         check(s.max_positions >= seq and s.rope_theta > 0, f"train.{key}.max_positions",
               f"{s.max_positions} must be >= the context's seq_len {seq}, and rope_theta > 0")
         plan.append({"run": f"stage4/{s.context}", "world": dims.world_size, "sp": f"{s.ulysses}x{s.ring}",

@@ -193,7 +193,7 @@ def _ring_time(hw: Hardware, seq_len: int, ulysses: int, ring: int, h: int, fwd_
 
 
 def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, hw: Hardware,
-             recipe: Recipe = Recipe(), layout: str = "zigzag") -> SplitPlan:
+             recipe: Recipe = Recipe(), layout: str = "auto") -> SplitPlan:
     """The plan of one split; `reason` says why it is invalid or does not fit."""
     sp = ulysses * ring
     if sp < 1 or hw.gpus % sp:
@@ -206,9 +206,10 @@ def evaluate(shape: LLMShape, name: str, seq_len: int, ulysses: int, ring: int, 
     if ulysses > hw.gpus_per_node:
         return SplitPlan(ulysses, ring, dp, f"U={ulysses} exceeds {hw.gpus_per_node} GPUs per node (a Ulysses "
                          "group stays inside a node)", None)
-    divisor = ParallelDims(ulysses=ulysses, ring=ring, world_size=hw.gpus, layout=layout).seq_len_divisor()
+    dims = ParallelDims(ulysses=ulysses, ring=ring, world_size=hw.gpus, layout=layout)
+    divisor = dims.seq_len_divisor()
     if seq_len % divisor:
-        return SplitPlan(ulysses, ring, dp, f"seq_len {seq_len} is not a multiple of {divisor} ({layout} over "
+        return SplitPlan(ulysses, ring, dp, f"seq_len {seq_len} is not a multiple of {divisor} ({dims.layout} over "
                          f"P={sp})", None)
     mem = rank_memory(shape, seq_len=seq_len, ulysses=ulysses, ring=ring, world=hw.gpus, recipe=recipe)
     n, h, kv, layers, b, v = param_count(shape), shape.hidden, shape.kv_dim, shape.layers, recipe.bytes, recipe.vision
@@ -257,7 +258,7 @@ def ring_vs_2d(plans: list[SplitPlan]) -> tuple[SplitPlan, SplitPlan, float] | N
 
 
 def all_splits(shape: LLMShape, name: str, seq_len: int, hw: Hardware, recipe: Recipe = Recipe(),
-               layout: str = "zigzag") -> list[SplitPlan]:
+               layout: str = "auto") -> list[SplitPlan]:
     """Every U x R dividing the GPU count: fitting splits first, highest throughput (tokens/s) first, then the
     rejected ones."""
     plans = [evaluate(shape, name, seq_len, u, sp // u, hw, recipe, layout)

@@ -95,8 +95,24 @@ def test_the_layout_belongs_to_the_topology():
     q = torch.zeros(1, 3, 4, 2)
     with pytest.raises(ValueError, match="the layout belongs to the topology"):
         sp_attention(q, q, q, dims, layout="zigzag")
-    with pytest.raises(ValueError, match="unknown layout 'diagonal'; use one of \\('zigzag', 'contiguous'\\)"):
+    with pytest.raises(ValueError, match="unknown layout 'diagonal'; use one of \\('zigzag', 'contiguous'\\) "
+                                         "or 'auto'"):
         ParallelDims(world_size=1, layout="diagonal")
+
+
+def test_the_default_layout_follows_the_ring():
+    """Zigzag balances a ring's causal work; without a ring (Ulysses alone) it balances nothing and costs time."""
+    from longvila.config.train import TrainConfig
+
+    for ulysses, ring, want in [(1, 1, "contiguous"), (4, 1, "contiguous"), (1, 4, "zigzag"), (2, 2, "zigzag")]:
+        assert ParallelDims(ulysses=ulysses, ring=ring).layout == want
+        assert ParallelDims(ulysses=ulysses, ring=ring, layout="auto").layout == want
+    assert ParallelDims(ulysses=4, layout="zigzag").layout == "zigzag"          # an explicit layout wins
+    assert ParallelDims(ring=4, layout="contiguous").layout == "contiguous"
+    assert ParallelDims(ulysses=4).seq_len_divisor() == 4 and ParallelDims(ulysses=2, ring=2).seq_len_divisor() == 8
+    assert TrainConfig().layout == "auto"
+    with pytest.raises(ValueError, match="train.layout"):
+        TrainConfig(layout="diagonal")
 
 
 def test_public_names_load_lazily_as_documented():
