@@ -13,7 +13,9 @@ order; max |error| / max |reference| < 1e-4) before it is timed. One launch per 
   3. `--reps` timed forward + backward runs, interleaved with the other implementations (barrier before each;
      a run's time is the slowest rank's); the median is reported.
 Peaks, bytes and times are the maximum over the 4 ranks. ratio = its time / ours (zigzag): > 1 means ours is
-faster. DeepSpeed's DistributedAttention and yunchang's UlyssesAttention are pure Ulysses: in the 4x1 rows only.
+faster. Each case also shows the 1-min load average at its start and the CPU cores other processes used during
+it (/proc/stat minus this benchmark's CPU time): 4 ranks share the 2 cores of the CI machine, so foreign load
+slows every implementation, and the interleaving keeps the ratios comparable. DeepSpeed's DistributedAttention and yunchang's UlyssesAttention are pure Ulysses: in the 4x1 rows only.
 
     pip install -e .[peers]        # yunchang==0.6.4, deepspeed==0.19.8
     python benchmarks/peers.py [--quick] [--cases '2x2/*/GQA,1x4/4096/*'] [--reps 5] [--json out.json]
@@ -27,6 +29,7 @@ import fnmatch
 import gc
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -75,6 +78,7 @@ def _case(rank, world, ulysses, ring, seq_len, attn, reps, ref_path, unpatched, 
     import torch.distributed as dist
 
     torch.set_num_threads(1)
+    cpu_start = time.process_time()
     counter = P.ByteCounter().install()
     q, k, v, dout = P.make_inputs(seq_len, P.KV_HEADS[attn])
     ref = torch.load(ref_path) if rank == 0 else None
@@ -96,7 +100,7 @@ def _case(rank, world, ulysses, ring, seq_len, attn, reps, ref_path, unpatched, 
             kind = "refuses" if isinstance(e, (AssertionError, ValueError)) else "fails"
             msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
             if "Pair is not connected" in msg and ring == 1:
-                msg = "ring degree 1: its RingComm sends to its own rank, which gloo cannot. " + msg
+                msg = "ring degree 1: its RingComm sends to its own rank, which gloo cannot ('Pair is not connected')"
             failure = (kind, msg)
         finally:
             counter.active = False
@@ -108,7 +112,7 @@ def _case(rank, world, ulysses, ring, seq_len, attn, reps, ref_path, unpatched, 
             full = _to_global(t, impl.indices, seq_len, world)
             if rank == 0:
                 errs[key] = ((full.double() - ref[key]).abs().max().item(), ref[key].abs().max().item())
-        verdict = torch.zeros(4, dtype=torch.float64)
+        verdict = torch.zeros(3, dtype=torch.float64)
         if rank == 0:
             verdict[0] = errs["out"][0]
             verdict[1] = max(errs[g][0] for g in ("dq", "dk", "dv"))
@@ -147,18 +151,26 @@ def _case(rank, world, ulysses, ring, seq_len, attn, reps, ref_path, unpatched, 
     for (row, *_), local in zip(live, times):
         row["times_ms"] = [1000 * t for t in _max_over_ranks(local)]
         row["median_ms"] = statistics.median(row["times_ms"])
-    return {"rows": rows, "edits": P.FP32_FIX_EDITS} if rank == 0 else None
+    cpu = time.process_time() - cpu_start
+    return {"rows": rows, "edits": P.FP32_FIX_EDITS, "cpu_s": cpu} if rank == 0 else {"cpu_s": cpu}
 
 
 def _cell(value, fmt: str, width: int) -> str:
     return f"{'-' if value is None else format(value, fmt):>{width}}"
 
 
-def print_case(label: str, load: float, rows: list[dict]) -> None:
+def _busy_cpu_s() -> float:
+    """CPU seconds all processes have used (/proc/stat: user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields[i] for i in (0, 1, 2, 5, 6, 7)) / os.sysconf("SC_CLK_TCK")
+
+
+def print_case(label: str, load: float, other: float, rows: list[dict]) -> None:
     base = next((r.get("median_ms") for r in rows if r["name"] == "ours (zigzag)"), None)
     for i, r in enumerate(r for r in rows if "as shipped" not in r["name"]):
         ms = r.get("median_ms")
-        head = f"{label:<15} {load:>5.1f}" if i == 0 else " " * 21
+        head = f"{label:<15} {load:>5.1f} {other:>5.2f}" if i == 0 else " " * 27
         time_cell = _cell(ms, ".1f", 10) if ms is not None else f"{r['status']:>10}"
         ratio = ms / base if ms is not None and base else None
         peak, sent = r.get("peak_bytes"), r.get("sent_bytes")
@@ -201,7 +213,9 @@ def main() -> None:
           "its local attention; yunchang: stand-in yunchang_standin_fwd/_bwd/_attn for AttnType.TORCH_FLASH)")
     print("ratio = its time / ours (zigzag), > 1: ours faster; peak = resident growth over one fwd+bwd; sent = bytes "
           "this rank sends (torch.distributed wrapped in the benchmark process); err = max |x - fp64 reference|")
-    print(f"{'case U x R/S/attn':<15} {'load':>5}  {'implementation':<22} {'ms':>10} {'ratio':>6} {'peak MiB':>9} "
+    print("load = 1-min load average at the case's start (this benchmark's own 4 ranks count ~4); other = CPU cores "
+          "that other processes used on average during the case (/proc/stat minus this benchmark's CPU time)")
+    print(f"{'case U x R/S/attn':<15} {'load':>5} {'other':>5}  {'implementation':<22} {'ms':>10} {'ratio':>6} {'peak MiB':>9} "
           f"{'sent MiB':>9} {'err out':>8} {'err grad':>8}")
     results, notes, refs = [], {}, {}
     unpatched_done = False
@@ -212,14 +226,18 @@ def main() -> None:
                 torch.save(P.reference(s, P.KV_HEADS[a]), refs[s, a])
             unpatched = r > 1 and not unpatched_done and "yunchang" not in problems
             unpatched_done |= unpatched
-            load = os.getloadavg()[0]
-            out = run_distributed(_case, WORLD, u, r, s, a, reps, refs[s, a], unpatched, problems,
-                                  timeout=3600)[0]
-            print_case(case_label(u, r, s, a), load, out["rows"])
-            results.append({"case": case_label(u, r, s, a), "load1": load, "rows": out["rows"]})
+            load, busy, wall, mine = os.getloadavg()[0], _busy_cpu_s(), time.perf_counter(), time.process_time()
+            ranks = run_distributed(_case, WORLD, u, r, s, a, reps, refs[s, a], unpatched, problems, timeout=3600)
+            wall, out = time.perf_counter() - wall, ranks[0]
+            ours = sum(x["cpu_s"] for x in ranks) + time.process_time() - mine
+            other = max(0.0, (_busy_cpu_s() - busy - ours) / wall)
+            print_case(case_label(u, r, s, a), load, other, out["rows"])
+            results.append({"case": case_label(u, r, s, a), "load1": load, "other_cores": other, "wall_s": wall,
+                            "rows": out["rows"]})
             for row in out["rows"]:
-                if row["status"] != "ok" and row.get("msg"):
-                    notes.setdefault(f"{row['name']}: {row['status']}: {row['msg']}", []).append(results[-1]["case"])
+                if row["status"] != "ok" and row.get("msg") and "as shipped" not in row["name"]:
+                    key = (row["name"], row["status"], re.sub(r"\d+", "#", row["msg"]))   # sizes differ per case
+                    notes.setdefault(key, [row["msg"]]).append(results[-1]["case"])
                 if "as shipped" in row["name"]:
                     notes.setdefault(f"{row['name']} (fp32 fix off, not timed): max |error| out "
                                      f"{row.get('err_out', float('nan')):.2e}, grad {row.get('err_grad', float('nan')):.2e}"
@@ -228,6 +246,8 @@ def main() -> None:
                 notes.setdefault("yunchang fp32 fix applied in this benchmark only: " + "; ".join(out["edits"]), [])
     print("notes:")
     for note, where in notes.items():
+        if isinstance(note, tuple):                       # (implementation, status, _): [first message, cases...]
+            note, where = f"{note[0]}: {note[1]} in {', '.join(where[1:])}: {where[0]}", []
         print(f"  {note}" + (f"  [{', '.join(where)}]" if where else ""))
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.time() - started:.0f} s")
     if args.json:
