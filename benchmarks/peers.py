@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import peers_impls as P  # noqa: E402
-from sp_memory import _PeakRss  # noqa: E402
+from rss import PeakRss  # noqa: E402
 from tests.helpers.spawn import run_distributed  # noqa: E402
 
 WORLD = 4
@@ -134,7 +134,7 @@ def _case(rank, world, ulysses, ring, seq_len, attn, reps, ref_path, unpatched, 
             gc.collect()
             _libc.malloc_trim(0)
             dist.barrier()
-            with _PeakRss() as rss:
+            with PeakRss() as rss:
                 impl.fn(*leaves).backward(grad_out)
             peak = _max_over_ranks([rss.peak])[0]
             row["peak_bytes"] = min(row.get("peak_bytes", peak), peak)

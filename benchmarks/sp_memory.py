@@ -18,41 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers.spawn import run_distributed  # noqa: E402
+from rss import PeakRss  # noqa: E402  (benchmarks/ is the script's folder)
 
 CASES = [(1, 1), (2, 1), (4, 1), (1, 2), (1, 4), (2, 2)]   # (ulysses, ring)
 MODEL = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=4, vocab_size=4096, max_position_embeddings=65536)
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class _PeakRss:
-    def __enter__(self):
-        self.base, self.peak, self.stop = _rss(), 0, False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self):
-        while not self.stop:
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.thread.join()
-        self.peak = max(self.peak, _rss()) - self.base
 
 
 def _step(rank, world, ulysses, ring, seq_len):
@@ -81,7 +57,7 @@ def _step(rank, world, ulysses, ring, seq_len):
             saved[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with _PeakRss() as rss:
+    with PeakRss() as rss:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             logits = model(input_ids=shard(ids)[None], position_ids=shard(torch.arange(seq_len))[None]).logits[0]
             loss = F.cross_entropy(logits, shard(targets), ignore_index=-100, reduction="sum") / seq_len

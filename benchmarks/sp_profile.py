@@ -27,38 +27,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from rss import PeakRss  # benchmarks/ is the script's folder
 
 HERE = Path(__file__).resolve().parent.parent
 SPLITS = [(4, 1), (1, 4), (2, 2)]
 SEQ_LENS = (4096, 16384)
 KV_HEADS = (8, 2)
 HEADS, HEAD_DIM = 8, 64
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class _PeakRss:
-    def __enter__(self):
-        self.base, self.peak, self.stop = _rss(), 0, False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self):
-        while not self.stop:
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.0005)
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.thread.join()
-        self.peak = max(self.peak, _rss()) - self.base
 
 
 def _case(rank, world, ulysses, ring, seq_len, kv_heads, layout, reps, trace):
@@ -95,7 +73,7 @@ def _case(rank, world, ulysses, ring, seq_len, kv_heads, layout, reps, trace):
         return t
 
     dist.barrier()
-    with _PeakRss() as rss:
+    with PeakRss(0.0005) as rss:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = sp_attention(q, k, v, dims, causal=True, backend="torch_cpu")
         out.backward(dout)

@@ -56,7 +56,7 @@ def _step(rank, world, ulysses, ring, seq_len, sp_on=True):
     row = torch.randint(0, MODEL["vocab_size"], (seq_len,))
     times, peak = [], 0
     for i in range(4):
-        with sp_memory._PeakRss() as rss:
+        with sp_memory.PeakRss() as rss:
             t0 = time.perf_counter()
             loss, _ = lm_loss(model, row, dims)
             engine.backward(loss)
