@@ -244,15 +244,15 @@ def main() -> None:
                                      f", relative {row.get('rel_err', float('nan')):.2e}", []).append(results[-1]["case"])
             if out["edits"]:
                 notes.setdefault("yunchang fp32 fix applied in this benchmark only: " + "; ".join(out["edits"]), [])
+            if args.json:                                     # after every case: a long run cut short keeps its rows
+                args.json.write_text(json.dumps({"load_now": os.getloadavg(), "reps": reps, "results": results,
+                                                 "peers": P.peer_versions(), "torch": torch.__version__}, indent=1))
     print("notes:")
     for note, where in notes.items():
         if isinstance(note, tuple):                       # (implementation, status, _): [first message, cases...]
             note, where = f"{note[0]}: {note[1]} in {', '.join(where[1:])}: {where[0]}", []
         print(f"  {note}" + (f"  [{', '.join(where)}]" if where else ""))
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.time() - started:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"load_start_end": os.getloadavg(), "reps": reps, "results": results,
-                                         "peers": P.peer_versions(), "torch": torch.__version__}, indent=1))
 
 
 if __name__ == "__main__":
