@@ -12,8 +12,9 @@ order; max |error| / max |reference| < 1e-4) before it is timed. One launch per 
      is reused unseen: peers measured 0 MiB); the smaller growth of the two is reported;
   3. `--reps` timed forward + backward runs, interleaved with the other implementations (barrier before each;
      a run's time is the slowest rank's); the median is reported.
-Peaks, bytes and times are the maximum over the 4 ranks. ratio = its time / ours (zigzag): > 1 means ours is
-faster. Each case also shows the 1-min load average at its start and the CPU cores other processes used during
+Peaks, bytes and times are the maximum over the 4 ranks. ratio = its time / ours with the default layout of the
+split (marked *; contiguous at ring 1, zigzag otherwise): > 1 means ours is faster. The last table is the
+acceptance view: ours (default) against the fastest and the leanest peer of each case. Each case also shows the 1-min load average at its start and the CPU cores other processes used during
 it (/proc/stat minus this benchmark's CPU time): 4 ranks share the 2 cores of the CI machine, so foreign load
 slows every implementation, and the interleaving keeps the ratios comparable. DeepSpeed's DistributedAttention and yunchang's UlyssesAttention are pure Ulysses: in the 4x1 rows only.
 
@@ -166,15 +167,53 @@ def _busy_cpu_s() -> float:
     return sum(fields[i] for i in (0, 1, 2, 5, 6, 7)) / os.sysconf("SC_CLK_TCK")
 
 
-def print_case(label: str, load: float, other: float, rows: list[dict]) -> None:
-    base = next((r.get("median_ms") for r in rows if r["name"] == "ours (zigzag)"), None)
+def default_name(ring: int) -> str:
+    """Our row with the layout a user gets by default (`ParallelDims(layout=None)`: contiguous when ring = 1)."""
+    from longvila.parallel import ParallelDims
+
+    return f"ours ({ParallelDims(ulysses=WORLD // ring, ring=ring).layout})"
+
+
+def summary(result: dict) -> dict:
+    """One acceptance line of a case: ours (default layout) against the fastest and the leanest peer that ran."""
+    rows = {r["name"]: r for r in result["rows"] if r.get("median_ms") is not None and "as shipped" not in r["name"]}
+    ring = int(result["case"].split("/")[0].split("x")[1])
+    ours = rows.get(result.get("default") or default_name(ring))
+    peers = [r for name, r in rows.items() if not name.startswith("ours")]
+    if ours is None or not peers:
+        return {"case": result["case"], "ours": ours and ours["name"], "peer": None}
+    fast = min(peers, key=lambda r: r["median_ms"])
+    lean = min(peers, key=lambda r: r["peak_bytes"])
+    return {"case": result["case"], "ours": ours["name"], "ours_ms": ours["median_ms"], "fast": fast["name"],
+            "fast_ms": fast["median_ms"], "speed": fast["median_ms"] / ours["median_ms"],
+            "ours_mib": ours["peak_bytes"] / 2**20, "lean": lean["name"], "lean_mib": lean["peak_bytes"] / 2**20,
+            "memory": ours["peak_bytes"] / lean["peak_bytes"]}
+
+
+def print_summary(results: list[dict]) -> None:
+    print("acceptance: ours (default layout) vs the fastest and the leanest peer of each case; speed = peer ms / "
+          "ours ms (>= 1: ours as fast or faster), memory = ours / peer peak (<= 1: ours as lean or leaner)")
+    print(f"{'case':<15} {'ours':<18} {'ms':>8}  {'fastest peer':<20} {'ms':>8} {'speed':>6}  {'MiB':>7}  "
+          f"{'leanest peer':<20} {'MiB':>7} {'memory':>6}")
+    for res in results:
+        s = summary(res)
+        if s.get("peer", True) is None:
+            print(f"{s['case']:<15} {s['ours'] or '-':<18} no peer runs this case")
+            continue
+        print(f"{s['case']:<15} {s['ours']:<18} {s['ours_ms']:>8.1f}  {s['fast']:<20} {s['fast_ms']:>8.1f} "
+              f"{s['speed']:>6.2f}  {s['ours_mib']:>7.1f}  {s['lean']:<20} {s['lean_mib']:>7.1f} {s['memory']:>6.2f}")
+
+
+def print_case(label: str, load: float, other: float, rows: list[dict], base_name: str) -> None:
+    base = next((r.get("median_ms") for r in rows if r["name"] == base_name), None)
     for i, r in enumerate(r for r in rows if "as shipped" not in r["name"]):
         ms = r.get("median_ms")
         head = f"{label:<15} {load:>5.1f} {other:>5.2f}" if i == 0 else " " * 27
         time_cell = _cell(ms, ".1f", 10) if ms is not None else f"{r['status']:>10}"
         ratio = ms / base if ms is not None and base else None
         peak, sent = r.get("peak_bytes"), r.get("sent_bytes")
-        print(f"{head}  {r['name']:<22} {time_cell} {_cell(ratio, '.2f', 6)} "
+        name = r["name"] + (" *" if r["name"] == base_name else "")
+        print(f"{head}  {name:<22} {time_cell} {_cell(ratio, '.2f', 6)} "
               f"{_cell(peak and peak / 2**20, '.1f', 9)} {_cell(sent and sent / 2**20, '.2f', 9)} "
               f"{_cell(r.get('err_out'), '.1e', 8)} {_cell(r.get('err_grad'), '.1e', 8)}", flush=True)
 
@@ -187,7 +226,12 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation (default 5)")
     p.add_argument("--json", type=Path, help="write the raw results (every time, byte and error) here")
     p.add_argument("--skip-missing", action="store_true", help="run without the peers that are not installed")
+    p.add_argument("--summary", type=Path, metavar="JSON", help="print the acceptance table of a saved --json run "
+                   "and exit (measures nothing)")
     args = p.parse_args()
+    if args.summary:
+        print_summary(json.loads(args.summary.read_text())["results"])
+        return
     problems = P.peer_problems()
     if problems and not args.skip_missing:
         sys.exit(f"benchmarks/peers.py: {'; '.join(problems.values())}. Install the pinned peers with\n"
@@ -211,7 +255,7 @@ def main() -> None:
           f"{', '.join(f'{n} {v}' for n, v in P.peer_versions().items()) or 'none'}")
     print("kernel for all: aten._scaled_dot_product_flash_attention_for_cpu (ours: backend='torch_cpu'; DeepSpeed: "
           "its local attention; yunchang: stand-in yunchang_standin_fwd/_bwd/_attn for AttnType.TORCH_FLASH)")
-    print("ratio = its time / ours (zigzag), > 1: ours faster; peak = resident growth over one fwd+bwd; sent = bytes "
+    print("* = our default layout for the split; ratio = its time / ours (default), > 1: ours faster; peak = resident growth over one fwd+bwd; sent = bytes "
           "this rank sends (torch.distributed wrapped in the benchmark process); err = max |x - fp64 reference|")
     print("load = 1-min load average at the case's start (this benchmark's own 4 ranks count ~4); other = CPU cores "
           "that other processes used on average during the case (/proc/stat minus this benchmark's CPU time)")
@@ -231,9 +275,9 @@ def main() -> None:
             wall, out = time.perf_counter() - wall, ranks[0]
             ours = sum(x["cpu_s"] for x in ranks) + time.process_time() - mine
             other = max(0.0, (_busy_cpu_s() - busy - ours) / wall)
-            print_case(case_label(u, r, s, a), load, other, out["rows"])
+            print_case(case_label(u, r, s, a), load, other, out["rows"], default_name(r))
             results.append({"case": case_label(u, r, s, a), "load1": load, "other_cores": other, "wall_s": wall,
-                            "rows": out["rows"]})
+                            "default": default_name(r), "rows": out["rows"]})
             for row in out["rows"]:
                 if row["status"] != "ok" and row.get("msg") and "as shipped" not in row["name"]:
                     key = (row["name"], row["status"], re.sub(r"\d+", "#", row["msg"]))   # sizes differ per case
@@ -247,6 +291,7 @@ def main() -> None:
             if args.json:                                     # after every case: a long run cut short keeps its rows
                 args.json.write_text(json.dumps({"load_now": os.getloadavg(), "reps": reps, "results": results,
                                                  "peers": P.peer_versions(), "torch": torch.__version__}, indent=1))
+    print_summary(results)
     print("notes:")
     for note, where in notes.items():
         if isinstance(note, tuple):                       # (implementation, status, _): [first message, cases...]

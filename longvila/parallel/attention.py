@@ -4,7 +4,9 @@ Shapes: B batch, S sequence (S_loc = local), H query heads, Hkv KV heads, D head
 
 Ulysses all-to-all inside the Ulysses group (sequence-split -> head-split; GQA, KV heads replicated when
 U > Hkv), then ring attention across the ring group (KV blocks travel, partial results merge by LSE; see
-ring.py), then the inverse all-to-all: Ulysses-only (ring = 1), ring-only (ulysses = 1) and 2D. Causal masks
+ring.py), then the inverse all-to-all: Ulysses-only (ring = 1), ring-only (ulysses = 1) and 2D. With the zigzag
+layout and U > 1 the pieces a Ulysses group receives are put in ascending position order first (one copy; the
+inverse on the way back), so every ring block is one kernel call instead of up to seven small ones. Causal masks
 and packed samples (`cu_seqlens`, global boundaries) come from global token positions, so every layout is
 exact. Per-block kernels (picked in kernels.py): `math` (fp64-exact reference), `torch_cpu` (aten CPU flash op),
 `flash_attn` (CUDA, flash.py); `auto` picks by device and dtype.
@@ -85,15 +87,55 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     q_h, k_h, v_h = a2a(q), a2a(_kv_for_ulysses(k, u)), a2a(_kv_for_ulysses(v, u))
     scale = default_scale(q, scale)
     cu_key = None if cu_seqlens is None else tuple(int(x) for x in cu_seqlens)
+    order = dims.memo(("sp_order", seq_len, ring_rank, layout), lambda: _arrival_order(seq_len, dims, ring_rank, layout))
+    if order is not None:                     # zigzag, U > 1: the group's pieces in ascending position order
+        q_h, k_h, v_h = (_Pieces.apply(x, 1, order) for x in (q_h, k_h, v_h))
     blocks = dims.memo(("sp_blocks", seq_len, ring_rank, causal, cu_key, scale),
                        lambda: _blocks(seq_len, dims.ulysses, dims.ring, ring_rank, layout, causal, cu_key, scale))
     out, lse = ring_attention(q_h, k_h, v_h, kernel, blocks, dims.group("ring"), stats)
+    if order is not None:
+        inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+        out, lse = _Pieces.apply(out, 1, inverse), None if not return_lse else _take(lse, 2, inverse)
     back = lambda x, dim: all_to_all_4d(x, group, dim, 2 if dim == 1 else 1, stats,
                                         scatter_sizes=None if even else peers)
     out = back(out, 1)                                                    # back to sequence-split
     if not return_lse:
         return out
     return out, back(lse.unsqueeze(-1), 2).squeeze(-1)
+
+
+def _take(x: torch.Tensor, dim: int, order: tuple[int, ...]) -> torch.Tensor:
+    """`x` cut into len(order) equal pieces along `dim`, concatenated as piece order[0], order[1], ..."""
+    pieces = x.chunk(len(order), dim)
+    return torch.cat([pieces[j] for j in order], dim)
+
+
+class _Pieces(torch.autograd.Function):
+    """`_take` with its inverse as the backward (one copy each way; no zero-filled gradient buffers)."""
+
+    @staticmethod
+    def forward(ctx, x, dim, order):
+        ctx.dim, ctx.inverse = dim, tuple(sorted(range(len(order)), key=order.__getitem__))
+        return _take(x, dim, order)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _take(grad, ctx.dim, ctx.inverse), None, None
+
+
+def _arrival_order(seq_len: int, dims: ParallelDims, ring_rank: int, layout: str) -> tuple[int, ...] | None:
+    """The piece order that makes a Ulysses group's gathered sequence ascending (TransformerEngine's reorder
+    after the all-to-all), or None when it already is. Zigzag with U > 1 only: each of the U ranks brings two
+    chunks (g, 2P-1-g); in arrival order they interleave early and late chunks (0, 7, 1, 6 at 2x2), which
+    cuts every causal block into more, smaller kernel calls. Ascending, they are the ring's zigzag pair
+    (r, 2R-1-r) of a 2R-chunk split: at most two runs (one for R = 1)."""
+    if layout != "zigzag" or dims.ulysses == 1 or dims.sp_degree == 1:
+        return None
+    arrived = torch.cat([local_indices(seq_len, dims.sp_degree, ring_rank * dims.ulysses + i, layout)
+                         for i in range(dims.ulysses)])
+    starts = arrived[:: seq_len // (2 * dims.sp_degree)].tolist()         # 2U equal chunks
+    order = tuple(sorted(range(len(starts)), key=starts.__getitem__))
+    return None if order == tuple(range(len(order))) else order
 
 
 def _blocks(seq_len, ulysses, ring, ring_rank, layout, causal, cu_key, scale) -> tuple[Block, ...]:
@@ -108,8 +150,9 @@ def _blocks(seq_len, ulysses, ring, ring_rank, layout, causal, cu_key, scale) ->
 
 
 def _group_positions(seq_len: int, dims: ParallelDims, ring_rank: int, layout: str) -> torch.Tensor:
-    """Global positions of the tokens a Ulysses group holds after its all-to-all (its ranks' shards in order)."""
+    """Global positions of the tokens a Ulysses group attends with, after its all-to-all and the reorder of
+    `_arrival_order`: ascending in every layout."""
     if dims.sp_degree == 1:
         return torch.arange(seq_len)
     u = dims.ulysses
-    return torch.cat([local_indices(seq_len, dims.sp_degree, ring_rank * u + i, layout) for i in range(u)])
+    return torch.cat([local_indices(seq_len, dims.sp_degree, ring_rank * u + i, layout) for i in range(u)]).sort().values

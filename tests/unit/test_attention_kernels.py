@@ -16,6 +16,7 @@ from longvila.parallel.cpu import TorchCpuKernel
 from longvila.parallel.blocks import Block, attention_mask
 from longvila.parallel.kernels import get_kernel
 from longvila.parallel.math_kernel import MathKernel, math_attention
+from longvila.parallel.dims import ParallelDims
 from longvila.parallel.layout import local_indices
 
 
@@ -200,6 +201,30 @@ def test_torch_cpu_pieces_are_exact_on_any_positions():
         (slice(0, 16), slice(0, 16), True)]
     own = local_indices(32, 4, 1, "zigzag")                        # chunks 1 and 6 of 8
     assert plan_pieces(Block(own, own, True, None, 1.0)) == [(slice(0, 8), slice(0, 8), True)]
+
+
+def test_ulysses_group_is_reordered_to_ascending_runs():
+    """Zigzag with U > 1: a Ulysses group's pieces arrive interleaved (chunks 0, 7, 1, 6 of 8 at 2x2); they are
+    reordered to ascending positions (TransformerEngine's reorder), so the group's blocks are the ring's zigzag
+    pair: every block of the ring, own or cross, is one op call (the whole sequence at 4x1). In arrival order
+    ring rank 0's own block needed 7."""
+    from longvila.parallel.attention import _arrival_order, _take
+    from longvila.parallel.attention import _blocks as group_blocks
+    from longvila.parallel.cpu import plan_pieces
+
+    dims = ParallelDims(ulysses=2, ring=2)
+    assert _arrival_order(32, dims, 0, "zigzag") == (0, 2, 3, 1)       # arrived 0, 7, 1, 6 -> 0, 1, 6, 7
+    assert _arrival_order(32, dims, 1, "zigzag") == (0, 2, 3, 1)       # arrived 2, 5, 3, 4 -> 2, 3, 4, 5
+    assert _arrival_order(32, dims, 0, "contiguous") is None
+    assert _arrival_order(32, ParallelDims(ulysses=1, ring=4), 0, "zigzag") is None
+    arrived = _group_pos(32, 2, 2, 0, "zigzag")
+    assert torch.equal(_take(arrived, 0, (0, 2, 3, 1)), arrived.sort().values)
+    assert len(plan_pieces(Block(arrived, arrived, True, None, 1.0))) == 7
+    blocks = [group_blocks(32, 2, 2, r, "zigzag", True, None, 1.0) for r in range(2)]
+    assert [[len(plan_pieces(b)) for b in bs] for bs in blocks] == [[1, 1], [1, 1]]
+    assert torch.equal(blocks[0][0].q_pos, torch.cat([torch.arange(8), torch.arange(24, 32)]))
+    whole = group_blocks(32, 4, 1, 0, "zigzag", True, None, 1.0)[0]      # 4x1: the whole sequence, one call
+    assert torch.equal(whole.q_pos, torch.arange(32)) and len(plan_pieces(whole)) == 1
 
 
 def _check_pieces_on_random_blocks(kernel, gen, count):
