@@ -1,8 +1,9 @@
 """Rule `eval_passkey`: passkey retrieval of a stage-4 checkpoint at its context length and the previous one.
 
-Reads the held-out passkey documents (rule make_corpus: passkeys.jsonl), keeps the lengths of
-`corpus.passkey.lengths` that fit the step's context, evaluates the two longest of them (the step's own
-length and the one before, so the extension is measured, not assumed) at every depth, and writes
+Reads the held-out passkey documents (rule make_corpus: passkeys.jsonl) and evaluates, at every depth, the
+two longest of `corpus.passkey.lengths` that fit the step's context (its own length and the one before) and,
+with --next-context, the longest that fits the next step's context: the value before that step extends the
+context, which the report sets beside the value after it. Writes
     <out>/passkey.json   accuracy, the (length x depth) grid, every record's output, rope_theta, max positions
     <out>/heatmap.png    accuracy per length and depth
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", required=True, help="context name of the stage-4 step (pack.contexts)")
     parser.add_argument("--model", required=True, help="the step's merged checkpoint (released layout)")
     parser.add_argument("--passkeys", required=True, help="passkeys.jsonl (held-out passkey documents)")
+    parser.add_argument("--next-context", help="the next stage-4 step's context: also evaluate its length "
+                        "(the 'before' of that extension)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     args = parser.parse_args(argv)
 
@@ -35,13 +38,17 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load(args)
         seq = {c.name: c.seq_len for c in cfg.pack.contexts}
-        if args.context not in seq:
-            raise ValueError(f"--context {args.context!r} is not in pack.contexts {sorted(seq)}")
+        for name in (args.context, args.next_context):
+            if name is not None and name not in seq:
+                raise ValueError(f"context {name!r} is not in pack.contexts {sorted(seq)}")
         fits = sorted(n for n in cfg.corpus.passkey.lengths if n <= seq[args.context])
         if not fits:
             raise ValueError(f"no corpus.passkey.lengths {cfg.corpus.passkey.lengths} fit context {args.context} "
                              f"({seq[args.context]} tokens); add a shorter length")
         lengths = fits[-2:]
+        if args.next_context is not None:
+            ahead = [n for n in cfg.corpus.passkey.lengths if fits[-1] < n <= seq[args.next_context]]
+            lengths += [max(ahead)] if ahead else []
         records = load_passkeys(args.passkeys, lengths)
         if not records:
             raise ValueError(f"{args.passkeys} has no records of lengths {lengths}; rebuild the corpus (make_corpus)")
@@ -50,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_passkeys(model, tokenizer, records, progress=True)
         llm_cfg = model.llm.config
         rope = dict(getattr(llm_cfg, "rope_parameters", None) or {})
-        result.update(context=args.context, lengths=lengths, rope_theta=rope.get("rope_theta"),
+        result.update(context=args.context, next_context=args.next_context, own_length=fits[-1],
+                      lengths=lengths, rope_theta=rope.get("rope_theta"),
                       rope_scaling=rope.get("rope_type", "default"),
                       max_position_embeddings=llm_cfg.max_position_embeddings)
         with atomic_dir(args.out) as tmp:

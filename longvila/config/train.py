@@ -120,6 +120,15 @@ class Stage4Step:
     """Checkpoint every N steps (resume after preemption)."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer in the backward instead of keeping its activations (the release: on)."""
+    lr: float | None = None
+    """This step's learning rate; null = train.lr."""
+    lora: bool = True
+    """Train LoRA adapters (train.lora_r / lora_alpha) on q/k/v/o and merge them, as the release does. false:
+    fine-tune every LLM weight instead (the tiny demo's first step starts from a random model, which has
+    nothing for a low-rank adapter to adapt)."""
+
+    def __post_init__(self) -> None:
+        check(self.lr is None or self.lr > 0, "train.stage4[].lr", "use a positive rate, or null for train.lr")
 
 
 LR_SCHEDULES = ("cosine", "constant")

@@ -90,3 +90,21 @@ def heatmap(grid: dict, path: str | Path, title: str = "passkey retrieval") -> N
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def length_accuracy(result: dict, length: int) -> float | None:
+    """Depth-averaged accuracy of one evaluation (`evaluate_passkeys` output) at `length`; None if not tested."""
+    row = result["grid"].get(str(length))
+    return sum(row.values()) / len(row) if row else None
+
+
+def extension_rows(steps: list[tuple[str, dict]]) -> list[dict]:
+    """Before and after each context extension, from the stage-4 steps' evaluations in order ([(context,
+    passkey.json)]): the step's own length (`own_length`), measured on the previous step's model (which had not
+    trained there; it evaluated that length as its `--next-context`) and on this step's model."""
+    rows = []
+    for i, (ctx, res) in enumerate(steps):
+        length = res.get("own_length") or max(int(n) for n in res["grid"])
+        before = length_accuracy(steps[i - 1][1], length) if i else None
+        rows.append({"context": ctx, "length": length, "before": before, "after": length_accuracy(res, length)})
+    return rows

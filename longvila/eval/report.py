@@ -1,13 +1,11 @@
 """The run report: one self-contained page (index.html + report.md) on a whole run, from its outputs.
 
-What it shows: the config used, data statistics (made corpus, stage-4 shard manifests, stage-5 SFT data), the
-loss curves and throughput of every training run, passkey accuracy per stage-4 step, the video needle grid
-and the benchmark metrics per stage-5 model, each with a sentence on what the number means (and its chance
-level). Why: after `snakemake all` a user should open one page, not twenty folders.
-
-How: every input is an explicit path (no knowledge of `results/`). A section whose input is absent shows a
-visible "not run" note; a file that cannot be read as expected raises ValueError naming it. Images are
-copied next to the page (img/): the folder is self-contained, needs no JS, and can be moved as a whole.
+What it shows: the config, data statistics (made corpus, stage-4 shards, stage-5 SFT data), loss curves and
+throughput of every training run, passkey accuracy per stage-4 step (before and after each extension), the
+video needle grid and benchmark metrics per stage-5 model, each with what the number means and its chance
+level: after `snakemake all` a user opens one page, not twenty folders. Every input is an explicit path; an
+absent one shows a "not run" note, an unreadable one raises ValueError naming it. Images are copied next to
+the page (img/): the folder is self-contained, needs no JS, and can be moved as a whole.
 
     inputs = ReportInputs(config="config.yaml", shards={"512": "results/pack_shards/512"},
                           passkey={"512": "results/eval_passkey/512"})
@@ -238,24 +236,31 @@ def training_section(runs: dict[str, str | Path], out: Path, vocab: int | None) 
 
 
 def passkey_section(passkey: dict[str, str | Path], out: Path) -> Section:
+    from longvila.eval.passkey import extension_rows
+
     sec = Section("passkey", "Passkey retrieval (stage 4)", "After each context-extension step the model reads a "
                   "long held-out text with a 5-digit pass key hidden at a given depth and must repeat the key. "
                   "Accuracy = share of documents whose first generated number is the key; chance (guessing) is "
-                  f"1 in 90,000 ({100 * PASSKEY_CHANCE:.3f}%). Each step is tested at its own length and the one "
-                  "before.")
-    rows = []
+                  f"1 in 90,000 ({100 * PASSKEY_CHANCE:.3f}%). Each step is tested at its own length, the one "
+                  "before, and the next step's length (before that step trains there).")
+    rows, steps = [], []
     for ctx, folder in _present(passkey, sec, "stage-4 step", "eval_passkey").items():
         r = _read_json(folder / "passkey.json", ("accuracy", "grid", "results"))
+        steps.append((ctx, r))
         by_len = ", ".join(f"{n} tok: {_pct(statistics.mean(d.values()))}"
                            for n, d in sorted(r["grid"].items(), key=lambda kv: int(kv[0])) if d)
         rows.append([ctx, _num(r.get("rope_theta")), _num(r.get("max_position_embeddings")), _num(len(r["results"])),
                      _pct(r["accuracy"]), by_len])
-        sec.headline.append(f"Passkey after stage-4 step {ctx}: {_pct(r['accuracy'])} found (chance about 0%).")
         _copy_image(folder / "heatmap.png", out, f"passkey_{ctx}.png", sec, f"passkey accuracy by length and "
                                                                           f"depth after step {ctx}")
+    ext = [[e["context"], _num(e["length"]), "-" if e["before"] is None else _pct(e["before"]), _pct(e["after"])]
+           for e in extension_rows(steps)]
+    sec.headline += [f"Stage-4 step {c}: passkey retrieval at {n} tokens {b} before it, {a} after (chance about 0%)."
+                     for c, n, b, a in ext[1:]]
     if rows:
-        sec.blocks.insert(0, ("table", ["context", "RoPE θ", "max positions", "documents", "accuracy",
-                                        "accuracy by length (depth-averaged)"], rows))
+        sec.blocks[:0] = [("table", ["step", "its length", "before it (previous model)", "after it"], ext),
+                          ("table", ["context", "RoPE θ", "max positions", "documents", "accuracy",
+                                     "accuracy by length (depth-averaged)"], rows)]
     return sec
 
 

@@ -3,7 +3,7 @@
     run_stage4_step(cfg, step_index, init_dir, shards_dir, run_dir, out_dir, dims)
 
 Every rank: load the checkpoint (released layout), set rope_theta / max_position_embeddings, wrap q/k/v/o in
-LoRA (norms and embeddings trainable), route attention through MM-SP (`apply_sequence_parallel`), and
+LoRA (norms and embeddings trainable; with `lora: false` every LLM weight trains instead), route attention through MM-SP (`apply_sequence_parallel`), and
 train `steps` optimizer steps on the context's packed Parquet rows (`pack_shards/<ctx>`; every SP rank reads
 the same row, DP replicas different ones), constant LR after `warmup_steps`, checkpoints in `run_dir`
 (resumed after preemption). Rank 0 then merges LoRA into the weights and writes a full checkpoint in the
@@ -74,14 +74,15 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     torch.manual_seed(t.seed)
     model, saved_dtype = load_for_training(init_dir, device)           # fp32 master weights (bf16 = autocast)
     set_rope_base(model, step.rope_theta, step.max_positions)
-    apply_lora(model.llm, r=t.lora_r, alpha=t.lora_alpha)
+    if step.lora:
+        apply_lora(model.llm, r=t.lora_r, alpha=t.lora_alpha)
     for p in list(model.vision_tower.parameters()) + list(model.mm_projector.parameters()):
         p.requires_grad_(False)                                          # stage 4 is text only
     apply_sequence_parallel(model, dims)
     if step.gradient_checkpointing:
         enable_gradient_checkpointing(model.llm)
     warm = max(1, t.warmup_steps)
-    engine = make_engine(t.engine, model, dims, lr=t.lr, lr_lambda=lambda s: min(1.0, (s + 1) / warm),
+    engine = make_engine(t.engine, model, dims, lr=step.lr or t.lr, lr_lambda=lambda s: min(1.0, (s + 1) / warm),
                          grad_accum=step.grad_accum, zero_stage=step.zero_stage, bf16=bf16)
     rows = PackedRows(shards_dir)
     rank0 = rank == 0
@@ -95,7 +96,8 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
     if result["step"] >= step.steps:
         with engine.gathered():                                        # collective (ZeRO-3 gathers the weights)
             if rank0:
-                merge_lora(model.llm)
+                if step.lora:
+                    merge_lora(model.llm)
                 model.llm.set_attn_implementation("sdpa")              # the saved model is single-process
                 model.to(saved_dtype)
                 tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")

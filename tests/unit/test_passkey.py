@@ -51,3 +51,16 @@ def test_passkey_runs_a_real_tiny_model(tiny_ckpt, small_corpus):
     result = evaluate_passkeys(model, tokenizer, load_passkeys(small_corpus / "passkeys.jsonl", lengths=[128]))
     assert len(result["results"]) >= 1 and 0.0 <= result["accuracy"] <= 1.0
     assert all(isinstance(r["output"], str) for r in result["results"])
+
+
+def test_extension_rows_set_each_step_beside_the_model_before_it():
+    """Step k's own length, measured on step k-1's model (its --next-context length) and on step k's."""
+    from longvila.eval.passkey import extension_rows, length_accuracy
+
+    first = {"own_length": 512, "grid": {"128": {"0.0": 1.0}, "512": {"0.0": 1.0, "1.0": 0.5},
+                                         "1024": {"0.0": 0.0, "1.0": 0.5}}}
+    second = {"own_length": 1024, "grid": {"512": {"0.0": 1.0}, "1024": {"0.0": 1.0, "1.0": 0.75}}}
+    assert length_accuracy(first, 2048) is None
+    rows = extension_rows([("512", first), ("1k", second)])
+    assert rows == [{"context": "512", "length": 512, "before": None, "after": 0.75},
+                    {"context": "1k", "length": 1024, "before": 0.25, "after": 0.875}]

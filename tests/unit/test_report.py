@@ -128,3 +128,19 @@ def test_pipeline_main(tmp_path):
     (Path(i.needle["8f"]) / "summary.json").write_text("[1, 2]")
     assert run_report.main(common) == 2                      # malformed: exit 2, the old report stays
     assert (out / "index.html").is_file()
+
+
+def test_passkey_section_sets_each_extension_beside_the_model_before_it(tmp_path):
+    """Step 512 is also measured at 1024 (its --next-context); the 1k step's row shows that as 'before'."""
+    from longvila.eval.report import passkey_section
+
+    pk = {}
+    for ctx, own, grid in (("512", 512, {"512": {"0.0": 1.0}, "1024": {"0.0": 0.0, "1.0": 0.5}}),
+                           ("1k", 1024, {"512": {"0.0": 1.0}, "1024": {"0.0": 1.0, "1.0": 0.5}})):
+        pk[ctx] = tmp_path / ctx
+        _json(pk[ctx] / "passkey.json", {"accuracy": 0.5, "grid": grid, "results": [{}] * 4, "own_length": own,
+                                         "rope_theta": 1e6, "max_position_embeddings": 2048})
+    sec = passkey_section(pk, tmp_path / "out")
+    assert sec.blocks[0] == ("table", ["step", "its length", "before it (previous model)", "after it"],
+                             [["512", "512", "-", "100.0%"], ["1k", "1,024", "25.0%", "75.0%"]])
+    assert any("at 1,024 tokens 25.0% before it, 75.0% after" in h for h in sec.headline)

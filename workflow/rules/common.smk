@@ -149,6 +149,12 @@ def stage4_init(wildcards):
     return INIT_MODEL if i == 0 else f"results/train_stage4/{STAGE4[i - 1]}"
 
 
+def passkey_next_arg(wildcards):
+    """eval_passkey's --next-context: the step after this one, whose length is then measured before it trains."""
+    i = STAGE4.index(wildcards.s4)
+    return f"--next-context {STAGE4[i + 1]}" if i + 1 < len(STAGE4) else ""
+
+
 def stage5_init(wildcards):
     """The checkpoint a stage-5 run starts from: its train.stage5[].init_from stage-4 step, else the last one."""
     run = CFG.train.stage5[STAGE5.index(wildcards.s5)]

@@ -41,15 +41,17 @@ rule eval_passkey:
         passkeys=f"{MADE_CORPUS}/{PASSKEYS_FILE}",
     output:
         directory("results/eval_passkey/{s4}"),
+    params:
+        next_arg=passkey_next_arg,
     log:
         "logs/eval_passkey/{s4}.log",
     conda:
         env("train")
     message:
-        "Passkey retrieval after stage 4 {wildcards.s4} (its context length and the previous one)"
+        "Passkey retrieval after stage 4 {wildcards.s4} (its length, the one before, and the next step's)"
     shell:
         "python -m pipeline.eval_passkey --config {input.config} --context {wildcards.s4} --model {input.model}"
-        " --passkeys {input.passkeys} --out {output} > {log} 2>&1"
+        " --passkeys {input.passkeys} {params.next_arg} --out {output} > {log} 2>&1"
 
 
 rule train_stage5:
