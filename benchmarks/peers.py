@@ -156,6 +156,33 @@ def _case(rank, world, ulysses, ring, seq_len, attn, reps, ref_path, unpatched, 
     return {"rows": rows, "edits": P.FP32_FIX_EDITS, "cpu_s": cpu} if rank == 0 else {"cpu_s": cpu}
 
 
+def _profile_case(rank, world, ulysses, ring, seq_len, attn, problems):
+    """torch.profiler's table per implementation on rank 0: three fwd + bwd after two warm-up runs, twice
+    round (the second round is kept). yunchang's USP is left out at ring 1 (it cannot run there)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    q, k, v, dout = P.make_inputs(seq_len, P.KV_HEADS[attn])
+    impls = [(n, i) for n, i, _ in P.build_impls(rank, world, ulysses, ring, seq_len, False, problems)
+             if i is not None and not i.check_only and not (ring == 1 and "USP" in n)]
+    tables = {}
+    for keep in (False, True):
+        for name, impl in impls:
+            leaves = [t[:, impl.indices].contiguous().requires_grad_() for t in (q, k, v)]
+            grad_out = dout[:, impl.indices].contiguous()
+            for _ in range(2):
+                impl.setup()
+                impl.fn(*leaves).backward(grad_out)
+            torch.distributed.barrier()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(3):
+                    impl.setup()
+                    impl.fn(*leaves).backward(grad_out)
+            if keep and rank == 0:
+                tables[name] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
+    return tables
+
+
 def _cell(value, fmt: str, width: int) -> str:
     return f"{'-' if value is None else format(value, fmt):>{width}}"
 
@@ -232,7 +259,15 @@ def main() -> None:
     p.add_argument("--skip-missing", action="store_true", help="run without the peers that are not installed")
     p.add_argument("--summary", type=Path, metavar="JSON", help="print the acceptance table of a saved --json run "
                    "and exit (measures nothing)")
+    p.add_argument("--profile", metavar="CASE", help="print torch.profiler's table of every implementation for one "
+                   "case (rank 0), e.g. 4x1/4096/MHA, and exit")
     args = p.parse_args()
+    if args.profile:
+        u, r, s, a = re.fullmatch(r"(\d+)x(\d+)/(\d+)/(MHA|GQA)", args.profile).groups()
+        tables = run_distributed(_profile_case, WORLD, int(u), int(r), int(s), a, P.peer_problems(), timeout=3600)[0]
+        for name, table in tables.items():
+            print(f"===== {name}, {args.profile}, rank 0, 3 x fwd+bwd\n{table}")
+        return
     if args.summary:
         print_summary(json.loads(args.summary.read_text())["results"])
         return
