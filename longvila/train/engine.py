@@ -122,7 +122,9 @@ def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims):
     positions = torch.arange(len(input_ids), device=input_ids.device)
     shard = lambda t: shard_sequence(t, dims, dim=0)
     head = model.get_output_embeddings()
-    if head is None or getattr(head, "bias", None) is not None:           # not a bias-free LM head: two steps
+    # two steps unless the head is a bias-free Linear whose weight this rank holds whole (ZeRO-3 partitions it:
+    # only the module's own forward gathers it)
+    if head is None or getattr(head, "bias", None) is not None or hasattr(head.weight, "ds_id"):
         logits = model(input_ids=shard(input_ids)[None], position_ids=shard(positions)[None]).logits[0]
         return token_mean_loss(logits, shard(targets), dims)
     hidden = model.model(input_ids=shard(input_ids)[None], position_ids=shard(positions)[None]).last_hidden_state[0]
