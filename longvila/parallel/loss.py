@@ -44,7 +44,7 @@ def token_mean_loss(logits_SV: torch.Tensor, targets_S: torch.Tensor, dims: Para
     return local_sum * scale / total, total
 
 
-HEAD_CHUNK_ELEMENTS = 1 << 25          # logits computed at once by linear_cross_entropy (128 MiB in fp32)
+HEAD_CHUNK_ELEMENTS = 1 << 25          # logits computed at once (128 MiB in fp32; the planner's copy: plan/memory.py)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -75,13 +75,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if not bool(keep.any()):
                     continue
                 logits = (h @ w.T).to(acc)
-                lse = torch.logsumexp(logits, dim=-1)
                 safe = t.clamp(min=0)
                 picked = logits.gather(1, safe[:, None])[:, 0]
-                total += ((lse - picked) * keep).sum()
+                top = logits.amax(dim=-1)
+                g = logits.sub_(top[:, None]).exp_()                    # in place: one chunk of memory at a time
+                del logits
+                norm = g.sum(dim=-1)
+                total += ((top + norm.log() - picked) * keep).sum()     # log-sum-exp - the target's logit
                 if grad_h is None and grad_w is None:
+                    del g
                     continue
-                g = logits.sub_(lse[:, None]).exp_()                    # softmax, in place of the logits
+                g.div_(norm[:, None])                                   # softmax
                 g[torch.arange(len(t), device=t.device), safe] -= 1.0
                 g *= keep[:, None].to(acc)
                 g = g.to(hidden.dtype)
@@ -91,6 +95,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_w.addmm_(g.T, h)                                # no [V, D] temporary
                 elif grad_w is not None:
                     grad_w += (g.T @ h).to(acc)
+                del g                                                   # before the next chunk's logits
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         return total

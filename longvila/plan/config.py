@@ -67,8 +67,9 @@ def run_questions(cfg) -> list[RunQuestion]:
     zero = lambda stage: stage if t.engine == "deepspeed" else 0                      # noqa: E731
     seq = {c.name: c.seq_len for c in cfg.pack.contexts}
     out = [RunQuestion(f"stage4/{s.context}", f"stage4[{i}]", seq.get(s.context, 0), s.nodes, s.ulysses, s.ring,
-                       Recipe(zero=zero(s.zero_stage), precision=precision, lora=True, grad_accum=s.grad_accum,
-                              vision=vision, checkpointing=s.gradient_checkpointing, device=device))
+                       Recipe(zero=zero(s.zero_stage), precision=precision, lora=s.lora, grad_accum=s.grad_accum,
+                              vision=vision, checkpointing=s.gradient_checkpointing, device=device,
+                              fused_head=zero(s.zero_stage) != 3))
            for i, s in enumerate(t.stage4)]
     out += [RunQuestion(f"stage5/{r.frames}f", f"stage5[{i}]", r.max_length, r.nodes, r.ulysses, r.ring,
                         Recipe(zero=zero(r.zero_stage), precision=precision, grad_accum=r.grad_accum, vision=vision,

@@ -18,7 +18,9 @@ zigzag attention, so nothing quadratic in the sequence is held):
   checked against DeepSpeed on an H100 (bf16: 7 h + 2 d_kv + 4 I); Ulysses keeps one more h (its
   all-to-all output).
 - logits: s x vocabulary x (bf16: the logits, their fp32 copy and its gradient, 10 bytes; fp32: the
-  log-softmax output, its gradient and the logits' gradient, 12 bytes).
+  log-softmax output, its gradient and the logits' gradient, 12 bytes). With the fused head (stage 4,
+  `linear_cross_entropy`): one chunk of `HEAD_CHUNK_ELEMENTS` fp32 logits (+ its bf16 copy in bf16), and, when
+  the head is trained, its fp32 weight gradient V x h, which the forward computes and the backward hands on.
 - attention buffers (ring): the current and next K/V block, 2 x 2 s d_kv x b, and the fp32 output/LSE
   accumulators of one layer, s (h + heads) x 4.
 - comm buffers: the Ulysses all-to-all send/receive of q, k, v, o, 2 (2 h + 2 d_kv) s x b.
@@ -50,6 +52,7 @@ from longvila.shapes import LLMShape, VisionShape
 GIB = 2**30
 BF16, FP32 = 2, 4
 ZERO_BUCKET_ELEMENTS = 500_000_000           # DeepSpeed's reduce_bucket_size / allgather_bucket_size default
+HEAD_CHUNK_ELEMENTS = 1 << 25                # logits per chunk of longvila.parallel.loss.linear_cross_entropy
 TORCH_BUCKET_ELEMENTS = 1 << 23              # TorchEngine's gradient all-reduce bucket (32 MiB of fp32)
 PRECISIONS = ("bf16", "fp32")
 RUNTIME_BYTES = {"gpu": 1_400 << 20, "cpu": 448 << 20}
@@ -96,6 +99,8 @@ class Recipe:
     """Gradient checkpointing: each layer keeps only its input; one layer's activations are recomputed."""
     logit_tokens: int | None = None
     """Tokens per sample whose logits are computed (stage 5: the supervised ones); None = every token."""
+    fused_head: bool = False
+    """The LM head and the loss run fused in chunks (stage 4's `lm_loss`, except under ZeRO-3)."""
     device: str = "gpu"
     """'gpu' or 'cpu': which runtime and allocator allowances apply (`RUNTIME_BYTES`, `ALLOCATOR_SLACK`)."""
 
@@ -189,6 +194,11 @@ def rank_memory(shape: LLMShape, *, seq_len: int, ulysses: int, ring: int, world
                    else s * shape.layers * per_token_layer)
     logit_bytes = BF16 + 2 * FP32 if r.precision == "bf16" else 3 * FP32
     logit_tokens = s if r.logit_tokens is None else min(s, r.logit_tokens)   # worst case: all on one rank
+    logits = r.batch * logit_tokens * shape.vocab * logit_bytes
+    if r.fused_head:
+        chunk = min(logit_tokens, max(1, HEAD_CHUNK_ELEMENTS // shape.vocab))
+        logits = (chunk * shape.vocab * (FP32 + (BF16 if r.precision == "bf16" else 0))
+                  + (0 if r.lora else FP32 * shape.vocab * h))
     ring_buffers = (2 * 2 * s * kv * b + s * (h + shape.heads) * FP32) if ring > 1 else 0
     ulysses_buffers = 2 * (2 * h + 2 * kv) * s * b if ulysses > 1 else 0
     vision = 0
@@ -198,7 +208,7 @@ def rank_memory(shape: LLMShape, *, seq_len: int, ulysses: int, ring: int, world
         tower = -(-r.frames // sp) * v.patches * per_patch
         vision = r.batch * tower + r.frames * v.tokens_per_frame * h * b + 2 * seq_len * h * b
     m = RankMemory(parameters=parameters, gradients=gradients, optimizer=optimizer,
-                   activations=r.batch * activations, logits=r.batch * logit_tokens * shape.vocab * logit_bytes,
+                   activations=r.batch * activations, logits=logits,
                    attention_buffers=ring_buffers, comm_buffers=ulysses_buffers, grad_buckets=bucket, vision=vision,
                    allocator_slack=0, runtime=RUNTIME_BYTES[r.device],
                    grads_at_activation_peak=r.zero != 0 or r.grad_accum > 1)

@@ -114,7 +114,7 @@ def predicted(model_name: str, ulysses: int, ring: int, seq_len: int) -> int:
 
     shape = LLMShape.from_qwen2(llm_config(model_name).to_dict())
     return rank_memory(shape, seq_len=seq_len, ulysses=ulysses, ring=ring, world=ulysses * ring,
-                       recipe=Recipe(zero=0, precision="fp32", device="cpu")).tensors
+                       recipe=Recipe(zero=0, precision="fp32", device="cpu", fused_head=True)).tensors
 
 
 def calibrate(model_name: str, seq_len: int, splits=SPLITS) -> list[dict]:

@@ -37,3 +37,11 @@ def test_fp32_hidden_and_nothing_supervised():
     none = linear_cross_entropy(hidden, weight, torch.full((6,), IGNORE_INDEX))
     none.backward()
     assert float(none.detach()) == 0.0 and not hidden.grad.any() and not weight.grad.any()
+
+
+def test_the_planner_models_the_same_chunk():
+    """plan/memory.py (torch-free) keeps its own copy of the chunk size: they must agree."""
+    from longvila.parallel.loss import HEAD_CHUNK_ELEMENTS
+    from longvila.plan.memory import HEAD_CHUNK_ELEMENTS as PLANNED
+
+    assert PLANNED == HEAD_CHUNK_ELEMENTS

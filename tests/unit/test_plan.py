@@ -153,7 +153,7 @@ def test_cli_json_is_stable_and_an_asked_invalid_split_exits_1(capsys):
     assert out["version"] == 3 and out["recommended"]["fits"] is True
     assert sorted(out["recommended"]["step_s"]) == ["compute", "exposed_comm", "ring_overhead", "terms", "total"]
     assert sorted(out["ring_vs_2d"]) == ["ratio", "ring", "two_d"] and out["ring_vs_2d"]["ring"]["ulysses"] == 1
-    assert sorted(out["recipe"]) == ["batch", "checkpointing", "device", "frames", "grad_accum", "logit_tokens",
+    assert sorted(out["recipe"]) == ["batch", "checkpointing", "device", "frames", "fused_head", "grad_accum", "logit_tokens",
                                      "lora", "precision", "zero"]
     assert sorted(out["recommended"]) == ["comm_bytes", "dp", "fits", "memory_gib", "reason", "ring", "step_s",
                                           "tokens_per_s", "ulysses"]
