@@ -31,7 +31,7 @@ from pipeline.launch.job import Job, describe, fresh_folder, shape, submitit_par
 from pipeline.launch.local import thread_env
 from pipeline.launch.procs import sigterm_as_exit
 from pipeline.launch.rank import collateral, exit_now, rank_log, run_rank
-from pipeline.launch.slurm_wait import JobEndedWithoutResult, squeue_state, wait_for
+from pipeline.launch.slurm_wait import ENDED, JobEndedWithoutResult, squeue_state, wait_for
 
 
 def task_thread_env(environ, job_env: dict) -> dict:
@@ -156,6 +156,29 @@ def errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
     return errors
 
 
+def stale_results(sj, folder: Path) -> list[int]:
+    """Tasks whose result file predates the newest attempt's rendezvous: a requeued job's earlier attempt
+    wrote it (e.g. a rank that lost its peer while the job was preempted), and the current attempt's task
+    will overwrite it. submitit's `done()` counts such files, so a fast attempt can look finished early."""
+    attempts = [f.stat().st_mtime for f in folder.glob(f"rendezvous-{sj.job_id}-*.port")]
+    newest = max(attempts, default=0.0)
+    stale = []
+    for t in range(sj.num_tasks):
+        try:
+            if sj.task(t).paths.result_pickle.stat().st_mtime < newest:
+                stale.append(t)
+        except OSError:
+            pass
+    return stale
+
+
+def await_fresh_results(sj, folder: Path, poll_s: float, state=squeue_state, sleep=time.sleep) -> None:
+    """After `done()`: wait while a result is stale (see `stale_results`) and the job still runs (squeue); once
+    it has ended, whatever is there is final."""
+    while stale_results(sj, folder) and (current := state(sj.job_id)) is not None and current not in ENDED:
+        sleep(poll_s)
+
+
 def launch_submitit(job: Job, cfg, cluster: str) -> int:
     import submitit
 
@@ -181,6 +204,8 @@ def launch_submitit(job: Job, cfg, cluster: str) -> int:
                                 failed=lambda: bool(errors_written(sj, folder, root_causes_only=True)),
                                 state=squeue_state if cluster == "slurm" else (lambda job_id: None))
             if finished:
+                if cluster == "slurm":
+                    await_fresh_results(sj, folder, poll)
                 errors = [(t, e) for t in range(sj.num_tasks) if (e := sj.task(t).exception()) is not None]
             else:
                 sj.cancel(check=False)

@@ -76,3 +76,40 @@ def test_only_a_root_cause_of_the_current_attempt_cancels_a_job(tmp_path):
     result(0, "error", "KeyError: 'x'", 3000)                            # attempt 1's rank 0 fails
     ((t, e),) = errors_written(job, tmp_path, root_causes_only=True)
     assert t == 0 and "KeyError" in str(e)
+
+
+def test_a_result_from_before_the_requeue_is_waited_past_while_the_job_runs(tmp_path):
+    """A preempted attempt's rank 1 wrote an error result (it lost its peer); the requeued attempt's rank 0 is
+    done first. submitit's done() counts both files: the launcher waits until rank 1's fresh result replaces
+    the stale one, or the job has ended."""
+    import os
+    import pickle
+
+    from pipeline.launch.submitit import await_fresh_results, stale_results
+
+    def result(t, outcome, mtime):
+        path = tmp_path / f"9_{t}_result.pkl"
+        path.write_bytes(pickle.dumps((outcome, "RuntimeError: Connection closed by peer" if outcome == "error"
+                                       else None)))
+        os.utime(path, (mtime, mtime))
+
+    job = _Job(tmp_path)
+    job.num_tasks = 2
+    for attempt, mtime in ((0, 1000), (1, 2000)):
+        port = tmp_path / f"rendezvous-9-{attempt}.port"
+        port.write_text("1 x")
+        os.utime(port, (mtime, mtime))
+    result(1, "error", 1500)                                             # attempt 0, after its rendezvous
+    result(0, "success", 2500)                                           # attempt 1
+    assert stale_results(job, tmp_path) == [1]
+    polls = []
+
+    def sleep(_):                                                        # rank 1 of attempt 1 finishes
+        polls.append(1)
+        result(1, "success", 2600)
+
+    await_fresh_results(job, tmp_path, 0.01, state=lambda job_id: "RUNNING", sleep=sleep)
+    assert polls == [1] and stale_results(job, tmp_path) == []
+    result(1, "error", 1500)                                             # the job ended: nothing more comes
+    await_fresh_results(job, tmp_path, 0.01, state=lambda job_id: "COMPLETED", sleep=sleep)
+    assert polls == [1] and stale_results(job, tmp_path) == [1]
