@@ -94,7 +94,7 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
                        lambda: _blocks(seq_len, dims.ulysses, dims.ring, ring_rank, layout, causal, cu_key, scale))
     out, lse = ring_attention(q_h, k_h, v_h, kernel, blocks, dims.group("ring"), stats)
     if order is not None:
-        inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+        inverse = _inverse(order)
         out, lse = _Pieces.apply(out, 1, inverse), None if not return_lse else _take(lse, 2, inverse)
     back = lambda x, dim: all_to_all_4d(x, group, dim, 2 if dim == 1 else 1, stats,
                                         scatter_sizes=None if even else peers)
@@ -102,6 +102,11 @@ def sp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Parall
     if not return_lse:
         return out
     return out, back(lse.unsqueeze(-1), 2).squeeze(-1)
+
+
+def _inverse(order: tuple[int, ...]) -> tuple[int, ...]:
+    """The order that undoes `order` (`_take(_take(x, d, order), d, _inverse(order))` is x)."""
+    return tuple(sorted(range(len(order)), key=order.__getitem__))
 
 
 def _take(x: torch.Tensor, dim: int, order: tuple[int, ...]) -> torch.Tensor:
@@ -115,7 +120,7 @@ class _Pieces(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dim, order):
-        ctx.dim, ctx.inverse = dim, tuple(sorted(range(len(order)), key=order.__getitem__))
+        ctx.dim, ctx.inverse = dim, _inverse(order)
         return _take(x, dim, order)
 
     @staticmethod
@@ -131,9 +136,7 @@ def _arrival_order(seq_len: int, dims: ParallelDims, ring_rank: int, layout: str
     (r, 2R-1-r) of a 2R-chunk split: at most two runs (one for R = 1)."""
     if layout != "zigzag" or dims.ulysses == 1 or dims.sp_degree == 1:
         return None
-    arrived = torch.cat([local_indices(seq_len, dims.sp_degree, ring_rank * dims.ulysses + i, layout)
-                         for i in range(dims.ulysses)])
-    starts = arrived[:: seq_len // (2 * dims.sp_degree)].tolist()         # 2U equal chunks
+    starts = _arrived(seq_len, dims, ring_rank, layout)[:: seq_len // (2 * dims.sp_degree)].tolist()  # 2U chunks
     order = tuple(sorted(range(len(starts)), key=starts.__getitem__))
     return None if order == tuple(range(len(order))) else order
 
@@ -152,7 +155,12 @@ def _blocks(seq_len, ulysses, ring, ring_rank, layout, causal, cu_key, scale) ->
 def _group_positions(seq_len: int, dims: ParallelDims, ring_rank: int, layout: str) -> torch.Tensor:
     """Global positions of the tokens a Ulysses group attends with, after its all-to-all and the reorder of
     `_arrival_order`: ascending in every layout."""
+    return _arrived(seq_len, dims, ring_rank, layout).sort().values
+
+
+def _arrived(seq_len: int, dims: ParallelDims, ring_rank: int, layout: str) -> torch.Tensor:
+    """Global positions of a Ulysses group's tokens as its all-to-all delivers them (its ranks' shards in order)."""
     if dims.sp_degree == 1:
         return torch.arange(seq_len)
     u = dims.ulysses
-    return torch.cat([local_indices(seq_len, dims.sp_degree, ring_rank * u + i, layout) for i in range(u)]).sort().values
+    return torch.cat([local_indices(seq_len, dims.sp_degree, ring_rank * u + i, layout) for i in range(u)])

@@ -194,11 +194,12 @@ def rank_memory(shape: LLMShape, *, seq_len: int, ulysses: int, ring: int, world
                    else s * shape.layers * per_token_layer)
     logit_bytes = BF16 + 2 * FP32 if r.precision == "bf16" else 3 * FP32
     logit_tokens = s if r.logit_tokens is None else min(s, r.logit_tokens)   # worst case: all on one rank
-    logits = r.batch * logit_tokens * shape.vocab * logit_bytes
     if r.fused_head:
         chunk = min(logit_tokens, max(1, HEAD_CHUNK_ELEMENTS // shape.vocab))
         logits = (chunk * shape.vocab * (FP32 + (BF16 if r.precision == "bf16" else 0))
                   + (0 if r.lora else FP32 * shape.vocab * h))
+    else:
+        logits = r.batch * logit_tokens * shape.vocab * logit_bytes
     ring_buffers = (2 * 2 * s * kv * b + s * (h + shape.heads) * FP32) if ring > 1 else 0
     ulysses_buffers = 2 * (2 * h + 2 * kv) * s * b if ulysses > 1 else 0
     vision = 0

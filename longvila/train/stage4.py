@@ -3,8 +3,8 @@
     run_stage4_step(cfg, step_index, init_dir, shards_dir, run_dir, out_dir, dims)
 
 Every rank: load the checkpoint (released layout), set rope_theta / max_position_embeddings, wrap q/k/v/o in
-LoRA (norms and embeddings trainable; with `lora: false` every LLM weight trains instead), route attention through MM-SP (`apply_sequence_parallel`), and
-train `steps` optimizer steps on the context's packed Parquet rows (`pack_shards/<ctx>`; every SP rank reads
+LoRA (norms and embeddings trainable; with `lora: false` every LLM weight trains instead), route attention
+through MM-SP (`apply_sequence_parallel`), and train `steps` optimizer steps on the context's packed Parquet rows (`pack_shards/<ctx>`; every SP rank reads
 the same row, DP replicas different ones), constant LR after `warmup_steps`, checkpoints in `run_dir`
 (resumed after preemption). Rank 0 then merges LoRA into the weights and writes a full checkpoint in the
 released layout (vision tower and projector carried over, tokenizer included) to `out_dir`, atomically.

@@ -134,6 +134,11 @@ def _history(job: Job, text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {text}\n")
 
 
+def _newest_attempt(sj, folder: Path) -> float:
+    """When the job's newest attempt met (its rendezvous port file's mtime; 0 before any)."""
+    return max((f.stat().st_mtime for f in folder.glob(f"rendezvous-{sj.job_id}-*.port")), default=0.0)
+
+
 def errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
     """(task, error) of every task that has written an error result, read from the result files: a local
     job's `task.exception()` waits for the whole job. `root_causes_only`: leave out a peer's lost-connection
@@ -141,7 +146,7 @@ def errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
     attempt's rendezvous (an earlier attempt's)."""
     from submitit.core.utils import FailedJobError, pickle_load
 
-    attempts = [f.stat().st_mtime for f in folder.glob(f"rendezvous-{sj.job_id}-*.port")]
+    newest = _newest_attempt(sj, folder)
     errors = []
     for t in range(sj.num_tasks):
         path = sj.task(t).paths.result_pickle
@@ -150,7 +155,7 @@ def errors_written(sj, folder: Path, root_causes_only: bool = False) -> list:
             written = path.stat().st_mtime
         except (OSError, EOFError, pickle.UnpicklingError):          # no result yet, or one being written
             continue
-        if outcome != "error" or (root_causes_only and (collateral(str(trace)) or written < max(attempts, default=0))):
+        if outcome != "error" or (root_causes_only and (collateral(str(trace)) or written < newest)):
             continue
         errors.append((t, FailedJobError(f"Job (task={t}) failed during processing with trace:\n{trace}")))
     return errors
@@ -160,8 +165,7 @@ def stale_results(sj, folder: Path) -> list[int]:
     """Tasks whose result file predates the newest attempt's rendezvous: a requeued job's earlier attempt
     wrote it (e.g. a rank that lost its peer while the job was preempted), and the current attempt's task
     will overwrite it. submitit's `done()` counts such files, so a fast attempt can look finished early."""
-    attempts = [f.stat().st_mtime for f in folder.glob(f"rendezvous-{sj.job_id}-*.port")]
-    newest = max(attempts, default=0.0)
+    newest = _newest_attempt(sj, folder)
     stale = []
     for t in range(sj.num_tasks):
         try:
