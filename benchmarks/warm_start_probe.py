@@ -1,0 +1,131 @@
+"""Can the random tiny Qwen2 learn to retrieve pass keys cheaply? A probe for issue 22's warm start.
+
+One process, no DAG: trains the tiny model (`longvila.shapes.SIZES["tiny"]`, random init) through a sequence of
+phases and prints, every `--every` steps, the training loss and for held-out passkey documents of each
+`--eval-len` (made by `make_passkey` from the corpus's Shakespeare pool, as rule make_corpus makes them):
+greedy-equivalent accuracy over the full vocabulary (all of " " + 5 key digits are the argmax after the prompt)
+and the digits' cross-entropy (chance: ln 10 = 2.30). Also "copy": the second-half loss of held-out
+" d1..d12 d1..d12" digit rows (full vocabulary).
+
+Rows are single documents (padded, pads not supervised): packing several per row without document masking
+puts earlier documents' digits in the way, and copying did not form that way (docs/LOG.md 2026-12-07).
+Row kinds: "copy" = " " + 5-12 random digits, twice (the copy has no fixed offset, so only a content-based
+induction circuit can predict it); "passkey" = one passkey document of a length drawn from `--pk-len`.
+The loss normalises over the tokens the pool, the passkey template and the digits use (~20.6k of 151,648;
+~5x cheaper a step); rows outside it never get gradient. A phase is `STEPS:LR:COPY_SHARE:ROWS` (rows per step).
+
+    python benchmarks/warm_start_probe.py --phase 900:5e-3:1.0:32 --phase 500:3e-3:0.5:8 --save /tmp/ws.pt
+
+Load: one process, `--threads` torch threads (1 by default); steps take ~0.3 s (copy rows) to ~0.45 s
+(128-token passkey rows) with two probes sharing 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DIGIT0, SPACE = 15, 220          # Qwen2 ids of "0" (digits are 15..24) and " "
+DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--phase", action="append", required=True,
+                   help="STEPS:LR:COPY_SHARE:ROWS (repeatable, run in order; the LR warms up over each phase's first 10)")
+    p.add_argument("--pk-len", type=int, nargs="+", default=[64, 128], help="passkey document lengths (tokens)")
+    p.add_argument("--eval-len", type=int, nargs="+", default=[64, 128, 512])
+    p.add_argument("--theta", type=float, default=1e4, help="RoPE base of the probe's model")
+    p.add_argument("--every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--load", help="state_dict to start from (a --save of an earlier probe)")
+    p.add_argument("--save", help="write the final state_dict here")
+    return p.parse_args()
+
+
+def main() -> None:
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from longvila.data.corpus import load_text_pools, make_passkey
+    from longvila.data.tokenizer import resolve_tokenizer_dir
+    from longvila.shapes import SIZES
+
+    a = parse()
+    torch.set_num_threads(a.threads)
+    tok = AutoTokenizer.from_pretrained(resolve_tokenizer_dir("builtin:qwen2")[0])
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+    pool, rng, eos = load_text_pools()["plays"], np.random.default_rng(a.seed), tok.eos_token_id
+    torch.manual_seed(a.seed)
+    model = Qwen2ForCausalLM(Qwen2Config(**{**SIZES["tiny"][0], "rope_theta": a.theta}))
+    if a.load:
+        model.load_state_dict(torch.load(a.load))
+    used = set(enc(pool)) | set(enc(make_passkey(pool, 128, 0.5, rng).text)) | set(range(DIGIT0, DIGIT0 + 10))
+    vocab = torch.tensor(sorted(used | {SPACE, eos}))
+    lut = torch.full((model.config.vocab_size,), -100, dtype=torch.long)
+    lut[vocab] = torch.arange(len(vocab))
+    print(f"restricted softmax over {len(vocab):,} of {model.config.vocab_size:,} tokens", flush=True)
+
+    def copy_row() -> list[int]:
+        x = [SPACE] + [DIGIT0 + int(d) for d in rng.integers(0, 10, int(rng.integers(5, 13)))]
+        return x + x + [eos]
+
+    def passkey_row() -> list[int]:
+        pk = make_passkey(pool, int(rng.choice(a.pk_len)), float(rng.choice(DEPTHS)), rng)
+        return enc(pk.text) + [eos]
+
+    held = {n: [make_passkey(pool, n, d, np.random.default_rng(10_000 + 7 * i + n)) for i, d in enumerate(DEPTHS * 2)]
+            for n in a.eval_len}
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        model.eval()
+        out = {}
+        for n, docs in held.items():
+            hits, loss = 0, 0.0
+            for pk in docs:
+                prompt, answer = enc(pk.text[: pk.text.rindex(" " + pk.key)]), enc(" " + pk.key)
+                logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1: -1]
+                hits += int((logits.argmax(-1) == torch.tensor(answer)).all())
+                loss += F.cross_entropy(logits[1:, vocab], lut[torch.tensor(answer[1:])]).item()
+            out[n] = f"acc {hits / len(docs):.1f} digit loss {loss / len(docs):.2f}"
+        r = np.random.default_rng(99)
+        rows = [[SPACE] + [DIGIT0 + int(d) for d in r.integers(0, 10, 12)] for _ in range(20)]
+        ids = torch.tensor([x + x for x in rows])
+        out["copy"] = round(F.cross_entropy(model(ids).logits[:, 13:-1].flatten(0, 1), ids[:, 14:].flatten()).item(), 2)
+        model.train()
+        return out
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1.0, weight_decay=0.0, fused=True)
+    t0, done = time.time(), 0
+    model.train()
+    for spec in a.phase:
+        steps, lr, share, rows = (f(v) for f, v in zip((int, float, float, int), spec.split(":"), strict=True))
+        for step in range(1, steps + 1):
+            for g in opt.param_groups:
+                g["lr"] = lr * min(1.0, step / 10)
+            docs = [copy_row() if rng.random() < share else passkey_row() for _ in range(rows)]
+            width = max(map(len, docs))
+            x = torch.tensor([d + [eos] * (width - len(d)) for d in docs])
+            pad = torch.tensor([[False] * len(d) + [True] * (width - len(d)) for d in docs])
+            hidden = model.model(x).last_hidden_state[:, :-1]
+            logits = hidden @ model.lm_head.weight[vocab].T
+            loss = F.cross_entropy(logits.flatten(0, 1), lut[x[:, 1:]].masked_fill(pad[:, 1:], -100).flatten())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            done += 1
+            if step % a.every == 0 or step == steps:
+                print(f"phase {spec} step {step} (total {done}, {time.time() - t0:.0f} s) loss {loss.item():.3f} "
+                      f"{evaluate()}", flush=True)
+    if a.save:
+        torch.save(model.state_dict(), a.save)
+
+
+if __name__ == "__main__":
+    main()
