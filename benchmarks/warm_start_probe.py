@@ -36,7 +36,7 @@ DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", action="append", required=True,
-                   help="STEPS:LR:COPY_SHARE:ROWS (repeatable, run in order; the LR warms up over each phase's first 10)")
+                   help="STEPS:LR:COPY_SHARE:ROWS (repeatable, run in order; LR warm-up: each phase's first 10)")
     p.add_argument("--pk-len", type=int, nargs="+", default=[64, 128], help="passkey document lengths (tokens)")
     p.add_argument("--eval-len", type=int, nargs="+", default=[64, 128, 512])
     p.add_argument("--theta", type=float, default=1e4, help="RoPE base of the probe's model")
