@@ -115,20 +115,34 @@ class TorchEngine:
         yield self.model
 
 
-def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims):
+def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims, separator: int | None = None):
     """This rank's share of the next-token loss of one packed row [S] (stage 4): targets shifted before
-    sharding, global position ids. Returns (loss share, supervised tokens in the whole row)."""
+    sharding, global position ids. Returns (loss share, supervised tokens in the whole row).
+
+    `separator`: the token id that ends each packed document (the packer's EOS). Given, every document attends
+    only to itself (`document_bounds`; the model's attention must be `apply_sequence_parallel`'s, which reads
+    them); None: the whole row is one causal sequence."""
     targets = torch.cat([input_ids[1:], input_ids.new_full((1,), IGNORE_INDEX)])
     positions = torch.arange(len(input_ids), device=input_ids.device)
     shard = lambda t: shard_sequence(t, dims, dim=0)
+    extra = {} if separator is None else {"cu_seq_lens_q": document_bounds(input_ids, separator)}
     head = model.get_output_embeddings()
     # two steps unless the head is a bias-free Linear whose weight this rank holds whole (ZeRO-3 partitions it:
     # only the module's own forward gathers it)
     if head is None or getattr(head, "bias", None) is not None or hasattr(head.weight, "ds_id"):
-        logits = model(input_ids=shard(input_ids)[None], position_ids=shard(positions)[None]).logits[0]
+        logits = model(input_ids=shard(input_ids)[None], position_ids=shard(positions)[None], **extra).logits[0]
         return token_mean_loss(logits, shard(targets), dims)
-    hidden = model.model(input_ids=shard(input_ids)[None], position_ids=shard(positions)[None]).last_hidden_state[0]
+    hidden = model.model(input_ids=shard(input_ids)[None], position_ids=shard(positions)[None],
+                         **extra).last_hidden_state[0]
     return token_mean_loss(hidden, shard(targets), dims, head_weight=head.weight)    # head + loss fused
+
+
+def document_bounds(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
+    """Global boundaries [0, ..., S] (int32) of the documents of a packed row [S]: one after every
+    `separator` token (a document ends with its separator; a row may start or end mid-document)."""
+    after = (input_ids[:-1] == separator).nonzero().flatten() + 1
+    ends = torch.tensor([0, len(input_ids)], device=input_ids.device)
+    return torch.cat([ends[:1], after, ends[1:]]).to(torch.int32)
 
 
 def global_value(x: torch.Tensor | float, dims: ParallelDims) -> float:

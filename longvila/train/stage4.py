@@ -4,8 +4,9 @@
 
 Every rank: load the checkpoint (released layout), set rope_theta / max_position_embeddings, wrap q/k/v/o in
 LoRA (norms and embeddings trainable; with `lora: false` every LLM weight trains instead), route attention
-through MM-SP (`apply_sequence_parallel`), and train `steps` optimizer steps on the context's packed Parquet rows (`pack_shards/<ctx>`; every SP rank reads
-the same row, DP replicas different ones), constant LR after `warmup_steps`, checkpoints in `run_dir`
+through MM-SP (`apply_sequence_parallel`), and train `steps` optimizer steps on the context's packed Parquet
+rows (`pack_shards/<ctx>`; every SP rank reads the same row, DP replicas different ones; with `document_mask`
+each packed document attends only to itself), constant LR after `warmup_steps`, checkpoints in `run_dir`
 (resumed after preemption). Rank 0 then merges LoRA into the weights and writes a full checkpoint in the
 released layout (vision tower and projector carried over, tokenizer included) to `out_dir`, atomically.
 """
@@ -86,10 +87,11 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
                          grad_accum=step.grad_accum, zero_stage=step.zero_stage, bf16=bf16)
     rows = PackedRows(shards_dir)
     rank0 = rank == 0
+    separator = document_separator(init_dir, cfg.tokenizer.eos_token) if step.document_mask else None
 
     def loss_fn(row, total):
         with autocast(device, bf16 and t.engine == "torch"):
-            return lm_loss(model.llm, row.to(device), dims)
+            return lm_loss(model.llm, row.to(device), dims, separator=separator)
 
     result = train(engine, rows, loss_fn, dims, run_dir, steps=step.steps, grad_accum=step.grad_accum,
                    save_every=step.save_every, seed=t.seed, stop_after=stop_after, rank=rank)
@@ -107,3 +109,15 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
             get_logger().info(f"stage 4 {step.context}: {result['step']} steps, loss {result['losses'][0]:.4f} -> "
                               f"{result['losses'][-1]:.4f}; merged checkpoint -> {out_dir}")
     return result
+
+
+def document_separator(init_dir: str | Path, eos_token: str) -> int:
+    """The id of `eos_token` (the packer's document separator) in the checkpoint's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")
+    token_id = tokenizer.convert_tokens_to_ids(eos_token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"tokenizer.eos_token {eos_token!r} is not a token of {init_dir}/llm's tokenizer: set it to "
+                         "the separator the packer used (config.yaml's tokenizer.eos_token), or document_mask: false")
+    return token_id

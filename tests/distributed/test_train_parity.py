@@ -10,7 +10,8 @@ from tests.helpers.spawn import run_distributed
 pytestmark = pytest.mark.distributed
 
 
-def _train(rank, world, ulysses, ring, dtype_name, steps=3, checkpointing=False, with_saved=False):
+def _train(rank, world, ulysses, ring, dtype_name, steps=3, checkpointing=False, with_saved=False, separator=None,
+           mask=True):
     from transformers import Qwen2ForCausalLM
 
     from longvila.model import build_config
@@ -34,10 +35,12 @@ def _train(rank, world, ulysses, ring, dtype_name, steps=3, checkpointing=False,
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     engine = TorchEngine(model, dims, opt, grad_clip=1.0)
     rows = torch.randint(0, 2000, (1, 64), generator=torch.Generator().manual_seed(1)).repeat(steps, 1)
+    if separator is not None:
+        rows[:, [13, 40]] = separator                      # three documents, their edges inside shards
     losses, saved = [], []
     for row in rows:
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-            loss, _ = lm_loss(model, row, dims)
+            loss, _ = lm_loss(model, row, dims, separator=separator if mask else None)
         engine.backward(loss)
         engine.step()
         losses.append(global_value(loss.item(), dims))
@@ -50,6 +53,15 @@ def test_stage4_steps_under_2d_sp_match_one_process(dtype, tol):
     for losses in run_distributed(_train, 4, 2, 2, dtype):
         assert max(abs(a - b) for a, b in zip(losses, ref)) < tol, (losses, ref)
     assert ref[-1] < ref[0]                                # it learns (one row, repeated, lr 1e-2)
+
+
+def test_document_mask_under_2d_sp_matches_one_process():
+    # stage 4's document_mask: the boundaries reach every rank's attention (zigzag shards, Ulysses, ring)
+    ref = _train(0, 1, 1, 1, "float64", 3, False, False, 2047)
+    unmasked = _train(0, 1, 1, 1, "float64", 3, False, False, 2047, False)
+    for losses in run_distributed(_train, 4, 2, 2, "float64", 3, False, False, 2047):
+        assert max(abs(a - b) for a, b in zip(losses, ref)) < 1e-9, (losses, ref)
+        assert abs(losses[0] - unmasked[0]) > 1e-4                      # the mask changed the loss
 
 
 def test_gradient_checkpointing_under_2d_sp_is_exact():
