@@ -12,7 +12,8 @@ puts earlier documents' digits in the way, and copying did not form that way (do
 Row kinds: "copy" = " " + 5-12 random digits, twice (the copy has no fixed offset, so only a content-based
 induction circuit can predict it); "passkey" = one passkey document of a length drawn from `--pk-len`.
 The loss normalises over the tokens the pool, the passkey template and the digits use (~20.6k of 151,648;
-~5x cheaper a step); rows outside it never get gradient. A phase is `STEPS:LR:COPY_SHARE:ROWS` (rows per step).
+~5x cheaper a step); rows outside it never get gradient. A phase is `STEPS:LR:COPY_SHARE:ROWS[:cos]` (rows per
+step; `cos`: the LR decays to 0 over the phase, else it is held after a 10-step warm-up).
 
     python benchmarks/warm_start_probe.py --phase 900:5e-3:1.0:32 --phase 500:3e-3:0.5:8 --save /tmp/ws.pt
 
@@ -36,10 +37,12 @@ DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", action="append", required=True,
-                   help="STEPS:LR:COPY_SHARE:ROWS (repeatable, run in order; LR warm-up: each phase's first 10)")
+                   help="STEPS:LR:COPY_SHARE:ROWS[:cos] (repeatable, run in order)")
+    p.add_argument("--copy-len", type=int, nargs=2, default=[5, 12], help="digits in a copy row, min and max")
     p.add_argument("--pk-len", type=int, nargs="+", default=[64, 128], help="passkey document lengths (tokens)")
     p.add_argument("--eval-len", type=int, nargs="+", default=[64, 128, 512])
     p.add_argument("--theta", type=float, default=1e4, help="RoPE base of the probe's model")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers (default: the tiny size's 2)")
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -61,7 +64,8 @@ def main() -> None:
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
     pool, rng, eos = load_text_pools()["plays"], np.random.default_rng(a.seed), tok.eos_token_id
     torch.manual_seed(a.seed)
-    model = Qwen2ForCausalLM(Qwen2Config(**{**SIZES["tiny"][0], "rope_theta": a.theta}))
+    shape = {**SIZES["tiny"][0], "rope_theta": a.theta, **({"num_hidden_layers": a.layers} if a.layers else {})}
+    model = Qwen2ForCausalLM(Qwen2Config(**shape))
     if a.load:
         model.load_state_dict(torch.load(a.load))
     used = set(enc(pool)) | set(enc(make_passkey(pool, 128, 0.5, rng).text)) | set(range(DIGIT0, DIGIT0 + 10))
@@ -71,7 +75,8 @@ def main() -> None:
     print(f"restricted softmax over {len(vocab):,} of {model.config.vocab_size:,} tokens", flush=True)
 
     def copy_row() -> list[int]:
-        x = [SPACE] + [DIGIT0 + int(d) for d in rng.integers(0, 10, int(rng.integers(5, 13)))]
+        n = int(rng.integers(a.copy_len[0], a.copy_len[1] + 1))
+        x = [SPACE] + [DIGIT0 + int(d) for d in rng.integers(0, 10, n)]
         return x + x + [eos]
 
     def passkey_row() -> list[int]:
@@ -104,10 +109,12 @@ def main() -> None:
     t0, done = time.time(), 0
     model.train()
     for spec in a.phase:
-        steps, lr, share, rows = (f(v) for f, v in zip((int, float, float, int), spec.split(":"), strict=True))
+        fields = spec.split(":")
+        steps, lr, share, rows = (f(v) for f, v in zip((int, float, float, int), fields[:4], strict=True))
+        cosine = fields[4:] == ["cos"]
         for step in range(1, steps + 1):
             for g in opt.param_groups:
-                g["lr"] = lr * min(1.0, step / 10)
+                g["lr"] = lr * min(1.0, step / 10) * (0.5 + 0.5 * np.cos(np.pi * step / steps) if cosine else 1.0)
             docs = [copy_row() if rng.random() < share else passkey_row() for _ in range(rows)]
             width = max(map(len, docs))
             x = torch.tensor([d + [eos] * (width - len(d)) for d in docs])
