@@ -5,7 +5,7 @@ phases and prints, every `--every` steps, the training loss and for held-out pas
 `--eval-len` (made by `make_passkey` from the corpus's Shakespeare pool, as rule make_corpus makes them):
 greedy-equivalent accuracy over the full vocabulary (all of " " + 5 key digits are the argmax after the prompt)
 and the digits' cross-entropy (chance: ln 10 = 2.30). Also "copy": the second-half loss of held-out
-" d1..d12 d1..d12" digit rows (full vocabulary).
+" d1..d12 d1..d12" digit rows (full vocabulary). `--copy-gap` puts pool text between a copy row's two halves.
 
 Rows are single documents (padded, pads not supervised): packing several per row without document masking
 puts earlier documents' digits in the way, and copying did not form that way (docs/LOG.md 2026-12-07).
@@ -39,6 +39,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--phase", action="append", required=True,
                    help="STEPS:LR:COPY_SHARE:ROWS[:cos] (repeatable, run in order)")
     p.add_argument("--copy-len", type=int, nargs=2, default=[5, 12], help="digits in a copy row, min and max")
+    p.add_argument("--copy-gap", type=int, default=0, help="up to this many tokens of pool text between the copies")
     p.add_argument("--pk-len", type=int, nargs="+", default=[64, 128], help="passkey document lengths (tokens)")
     p.add_argument("--eval-len", type=int, nargs="+", default=[64, 128, 512])
     p.add_argument("--theta", type=float, default=1e4, help="RoPE base of the probe's model")
@@ -70,6 +71,7 @@ def main() -> None:
         model.load_state_dict(torch.load(a.load))
     used = set(enc(pool)) | set(enc(make_passkey(pool, 128, 0.5, rng).text)) | set(range(DIGIT0, DIGIT0 + 10))
     vocab = torch.tensor(sorted(used | {SPACE, eos}))
+    pool_ids = enc(pool) if a.copy_gap else []
     lut = torch.full((model.config.vocab_size,), -100, dtype=torch.long)
     lut[vocab] = torch.arange(len(vocab))
     print(f"restricted softmax over {len(vocab):,} of {model.config.vocab_size:,} tokens", flush=True)
@@ -77,7 +79,9 @@ def main() -> None:
     def copy_row() -> list[int]:
         n = int(rng.integers(a.copy_len[0], a.copy_len[1] + 1))
         x = [SPACE] + [DIGIT0 + int(d) for d in rng.integers(0, 10, n)]
-        return x + x + [eos]
+        gap = int(rng.integers(0, a.copy_gap + 1))
+        start = int(rng.integers(0, len(pool_ids) - gap))
+        return x + pool_ids[start:start + gap] + x + [eos]
 
     def passkey_row() -> list[int]:
         pk = make_passkey(pool, int(rng.choice(a.pk_len)), float(rng.choice(DEPTHS)), rng)
