@@ -69,9 +69,9 @@ def main() -> None:
     model = Qwen2ForCausalLM(Qwen2Config(**shape))
     if a.load:
         model.load_state_dict(torch.load(a.load))
-    used = set(enc(pool)) | set(enc(make_passkey(pool, 128, 0.5, rng).text)) | set(range(DIGIT0, DIGIT0 + 10))
+    pool_ids = enc(pool)
+    used = set(pool_ids) | set(enc(make_passkey(pool, 128, 0.5, rng).text)) | set(range(DIGIT0, DIGIT0 + 10))
     vocab = torch.tensor(sorted(used | {SPACE, eos}))
-    pool_ids = enc(pool) if a.copy_gap else []
     lut = torch.full((model.config.vocab_size,), -100, dtype=torch.long)
     lut[vocab] = torch.arange(len(vocab))
     print(f"restricted softmax over {len(vocab):,} of {model.config.vocab_size:,} tokens", flush=True)
@@ -79,6 +79,8 @@ def main() -> None:
     def copy_row() -> list[int]:
         n = int(rng.integers(a.copy_len[0], a.copy_len[1] + 1))
         x = [SPACE] + [DIGIT0 + int(d) for d in rng.integers(0, 10, n)]
+        if not a.copy_gap:
+            return x + x + [eos]
         gap = int(rng.integers(0, a.copy_gap + 1))
         start = int(rng.integers(0, len(pool_ids) - gap))
         return x + pool_ids[start:start + gap] + x + [eos]

@@ -127,8 +127,8 @@ class Stage4Step:
     fine-tune every LLM weight instead (the tiny demo's first step starts from a random model, which has
     nothing for a low-rank adapter to adapt)."""
     document_mask: bool = False
-    """Each packed document attends only to itself (boundaries after every tokenizer.eos_token in the row).
-    false: the whole row is one causal sequence, documents see the ones packed before them."""
+    """Each packed document attends only to itself (boundaries after every separator the packer wrote: its
+    manifest's tokenizer.eos_id). false: the whole row is one causal sequence, documents see the ones packed before them."""
 
     def __post_init__(self) -> None:
         check(self.lr is None or self.lr > 0, "train.stage4[].lr", "use a positive rate, or null for train.lr")

@@ -20,6 +20,9 @@ from transformers import AttentionInterface
 from longvila.parallel.attention import sp_attention
 from longvila.parallel.dims import ParallelDims
 
+SP_ATTENTION_PREFIX = "longvila_sp_"
+"""The start of every attention implementation name `apply_sequence_parallel` registers."""
+
 
 def apply_sequence_parallel(model, dims: ParallelDims, *, backend: str = "auto") -> str:
     """Make `model`'s LLM attend over the SP group of `dims`, in `dims.layout` (in place); returns the
@@ -31,7 +34,7 @@ def apply_sequence_parallel(model, dims: ParallelDims, *, backend: str = "auto")
     cfg = llm.config
     dims.validate_heads(cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads))
     # Transformers treats any implementation name containing "flash" as a flash-attn kernel to load: keep it out
-    name = f"longvila_sp_u{dims.ulysses}_r{dims.ring}_{dims.layout}_{backend.replace('flash_attn', 'fused')}_{id(dims):x}"
+    name = f"{SP_ATTENTION_PREFIX}u{dims.ulysses}_r{dims.ring}_{dims.layout}_{backend.replace('flash_attn', 'fused')}_{id(dims):x}"
 
     def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         # Transformers passes [B, H, S_loc, D]; sp_attention takes [B, S_loc, H, D]

@@ -125,7 +125,14 @@ def lm_loss(model, input_ids: torch.Tensor, dims: ParallelDims, separator: int |
     targets = torch.cat([input_ids[1:], input_ids.new_full((1,), IGNORE_INDEX)])
     positions = torch.arange(len(input_ids), device=input_ids.device)
     shard = lambda t: shard_sequence(t, dims, dim=0)
-    extra = {} if separator is None else {"cu_seq_lens_q": document_bounds(input_ids, separator)}
+    extra = {}
+    if separator is not None:
+        from longvila.parallel.parallelize import SP_ATTENTION_PREFIX
+
+        if not str(model.config._attn_implementation).startswith(SP_ATTENTION_PREFIX):
+            raise ValueError("lm_loss(separator=...): call apply_sequence_parallel(model, dims) first; Transformers' "
+                             f"{model.config._attn_implementation!r} attention ignores document bounds")
+        extra["cu_seq_lens_q"] = document_bounds(input_ids, separator)
     head = model.get_output_embeddings()
     # two steps unless the head is a bias-free Linear whose weight this rank holds whole (ZeRO-3 partitions it:
     # only the module's own forward gathers it)

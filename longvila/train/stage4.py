@@ -13,6 +13,7 @@ released layout (vision tower and projector carried over, tokenizer included) to
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,6 +41,15 @@ class PackedRows:
 
     def __len__(self) -> int:
         return sum(n for _, _, n in self.groups)
+
+    def separator(self) -> int:
+        """The token id the packer ended every document with (its manifest's tokenizer.eos_id)."""
+        path = self.folder / "manifest.json"
+        try:
+            return int(json.loads(path.read_text())["tokenizer"]["eos_id"])
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: no tokenizer.eos_id ({type(e).__name__}: {e}); document_mask reads the "
+                             "separator from rule pack_shards' manifest: rerun it, or set document_mask: false") from e
 
     def __getitem__(self, i: int) -> torch.Tensor:
         for k, (path, group, n) in enumerate(self.groups):
@@ -87,7 +97,7 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
                          grad_accum=step.grad_accum, zero_stage=step.zero_stage, bf16=bf16)
     rows = PackedRows(shards_dir)
     rank0 = rank == 0
-    separator = document_separator(init_dir, cfg.tokenizer.eos_token) if step.document_mask else None
+    separator = rows.separator() if step.document_mask else None
 
     def loss_fn(row, total):
         with autocast(device, bf16 and t.engine == "torch"):
@@ -110,14 +120,3 @@ def run_stage4_step(cfg, step_index: int, init_dir: str | Path, shards_dir: str 
                               f"{result['losses'][-1]:.4f}; merged checkpoint -> {out_dir}")
     return result
 
-
-def document_separator(init_dir: str | Path, eos_token: str) -> int:
-    """The id of `eos_token` (the packer's document separator) in the checkpoint's tokenizer."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(Path(init_dir) / "llm")
-    token_id = tokenizer.convert_tokens_to_ids(eos_token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        raise ValueError(f"tokenizer.eos_token {eos_token!r} is not a token of {init_dir}/llm's tokenizer: set it to "
-                         "the separator the packer used (config.yaml's tokenizer.eos_token), or document_mask: false")
-    return token_id

@@ -48,3 +48,13 @@ def test_masked_row_loss_equals_each_document_alone():
     assert int(tokens) == len(row) - 1
     assert abs(masked - expected) < 1e-6                       # RoPE tables are fp32: shifted positions round
     assert abs(whole - expected) > 1e-3                       # without the mask, later documents see earlier ones
+
+
+def test_a_separator_without_the_sp_attention_is_refused():
+    # Transformers' own attention would drop the bounds and train on the unmasked row without a word
+    from transformers import Qwen2ForCausalLM
+
+    cfg = build_config("tiny").llm_config()
+    cfg.vocab_size = 256
+    with pytest.raises(ValueError, match="apply_sequence_parallel"):
+        lm_loss(Qwen2ForCausalLM(cfg), torch.tensor([1, 2, SEP, 3]), ParallelDims(world_size=1), separator=SEP)

@@ -6,10 +6,14 @@ import base64
 import json
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
+from transformers import AutoTokenizer
 
 from longvila.data.corpus import train_file_names
 from longvila.config import load_config_file
+from longvila.data.tokenizer import resolve_tokenizer_dir
+from longvila.train.stage4 import PackedRows
 from pipeline import export_original, make_corpus, pack_batch, pack_shards, resolve_config
 from tests.conftest import REPO
 
@@ -46,6 +50,16 @@ def test_rules_chain(tmp_path, capsys):
     assert manifest["seq_len"] == 256 and manifest["upsample"] == "per_source"
     assert sum(pq.read_metadata(p).num_rows for p in final.glob("part-*.parquet")) == manifest["rows"]
     assert manifest["budget_tokens"] and len(manifest["inputs"]) == 4
+    # stage 4's document_mask splits rows at the separator the pack wrote: Qwen2's own <|endoftext|>
+    eos = AutoTokenizer.from_pretrained(resolve_tokenizer_dir("builtin:qwen2")[0]).convert_tokens_to_ids("<|endoftext|>")
+    rows = PackedRows(final)
+    assert rows.separator() == eos and any((rows[i] == eos).any() for i in range(len(rows)))
+    bare = tmp_path / "parts-only"
+    bare.mkdir()
+    for part in final.glob("part-*.parquet"):
+        (bare / part.name).symlink_to(part)
+    with pytest.raises(ValueError, match="rerun it, or set document_mask: false"):
+        PackedRows(bare).separator()                                        # rows without the pack's manifest
 
     assert export_original.main(["--shards", str(final), "--out", str(tmp_path / "256.jsonl")]) == 0
     assert pack_shards.main(["--config", str(cfg_path), "--batches", str(tmp_path / "nope"), "--out",
