@@ -45,10 +45,15 @@ def parse() -> argparse.Namespace:
     p.add_argument("--theta", type=float, default=1e4, help="RoPE base of the probe's model")
     p.add_argument("--layers", type=int, default=None, help="decoder layers (default: the tiny size's 2)")
     p.add_argument("--every", type=int, default=100)
+    p.add_argument("--eval-reps", type=int, default=2, help="held-out documents per length and depth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--load", help="state_dict to start from (a --save of an earlier probe)")
     p.add_argument("--save", help="write the final state_dict here")
+    p.add_argument("--loss", choices=("all", "answer", "both"), default="all",
+                   help="all: every token; answer: only the answers (a copy row's second half, a passkey document's "
+                        "key after the question; logits only there, so a step costs a fraction); both: the mean "
+                        "over all tokens plus the mean over the answers")
     return p.parse_args()
 
 
@@ -79,17 +84,17 @@ def main() -> None:
     def copy_row() -> list[int]:
         n = int(rng.integers(a.copy_len[0], a.copy_len[1] + 1))
         x = [SPACE] + [DIGIT0 + int(d) for d in rng.integers(0, 10, n)]
-        if not a.copy_gap:
-            return x + x + [eos]
-        gap = int(rng.integers(0, a.copy_gap + 1))
+        gap = int(rng.integers(0, a.copy_gap + 1)) if a.copy_gap else 0
         start = int(rng.integers(0, len(pool_ids) - gap))
-        return x + pool_ids[start:start + gap] + x + [eos]
+        head = x + pool_ids[start:start + gap]
+        return head + x + [eos], len(head) + 1
 
     def passkey_row() -> list[int]:
         pk = make_passkey(pool, int(rng.choice(a.pk_len)), float(rng.choice(DEPTHS)), rng)
-        return enc(pk.text) + [eos]
+        ids = enc(pk.text) + [eos]
+        return ids, len(ids) - len(enc(" " + pk.key + ".")) - 1
 
-    held = {n: [make_passkey(pool, n, d, np.random.default_rng(10_000 + 7 * i + n)) for i, d in enumerate(DEPTHS * 2)]
+    held = {n: [make_passkey(pool, n, d, np.random.default_rng(10_000 + 7 * i + n)) for i, d in enumerate(DEPTHS * a.eval_reps)]
             for n in a.eval_len}
 
     @torch.no_grad()
@@ -103,7 +108,7 @@ def main() -> None:
                 logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1: -1]
                 hits += int((logits.argmax(-1) == torch.tensor(answer)).all())
                 loss += F.cross_entropy(logits[1:, vocab], lut[torch.tensor(answer[1:])]).item()
-            out[n] = f"acc {hits / len(docs):.1f} digit loss {loss / len(docs):.2f}"
+            out[n] = f"acc {hits / len(docs):.2f} digit loss {loss / len(docs):.2f}"
         r = np.random.default_rng(99)
         rows = [[SPACE] + [DIGIT0 + int(d) for d in r.integers(0, 10, 12)] for _ in range(20)]
         ids = torch.tensor([x + x for x in rows])
@@ -113,6 +118,8 @@ def main() -> None:
 
     opt = torch.optim.AdamW(model.parameters(), lr=1.0, weight_decay=0.0, fused=True)
     t0, done = time.time(), 0
+    if a.load:
+        print(f"start {evaluate()}", flush=True)
     model.train()
     for spec in a.phase:
         fields = spec.split(":")
@@ -122,12 +129,18 @@ def main() -> None:
             for g in opt.param_groups:
                 g["lr"] = lr * min(1.0, step / 10) * (0.5 + 0.5 * np.cos(np.pi * step / steps) if cosine else 1.0)
             docs = [copy_row() if rng.random() < share else passkey_row() for _ in range(rows)]
-            width = max(map(len, docs))
-            x = torch.tensor([d + [eos] * (width - len(d)) for d in docs])
-            pad = torch.tensor([[False] * len(d) + [True] * (width - len(d)) for d in docs])
+            width = max(len(d) for d, _ in docs)
+            x = torch.tensor([d + [eos] * (width - len(d)) for d, _ in docs])
+            pad = torch.tensor([[j >= len(d) for j in range(width)] for d, _ in docs])[:, 1:]
+            answer = torch.tensor([[j >= first for j in range(width)] for _, first in docs])[:, 1:] & ~pad
             hidden = model.model(x).last_hidden_state[:, :-1]
-            logits = hidden @ model.lm_head.weight[vocab].T
-            loss = F.cross_entropy(logits.flatten(0, 1), lut[x[:, 1:]].masked_fill(pad[:, 1:], -100).flatten())
+            target = lut[x[:, 1:]]
+            if a.loss == "answer":
+                loss = F.cross_entropy(hidden[answer] @ model.lm_head.weight[vocab].T, target[answer])
+            else:
+                per = F.cross_entropy((hidden @ model.lm_head.weight[vocab].T).flatten(0, 1), target.flatten(),
+                                      reduction="none").view_as(target)
+                loss = per[~pad].mean() + (per[answer].mean() if a.loss == "both" else 0.0)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -10,6 +10,7 @@ Snakemake process, so it stays torch-free and cheap):
     check.py     `python -m longvila.config.check FILE`: check a config file without Snakemake
     data.py      `tokenizer:`, `corpus:`, `slimpajama:`, `pack:` (stage-4 text data)
     video.py     `shot2story:` (stage-5 data)
+    warm_start.py `model.warm_start:` (the tiny demo's retrieval warm start before stage 4)
     train.py     `train:` (stages 4 and 5, cluster); the checks against the model's shapes, ParallelDims and
                  the memory planner are `longvila.plan.check.check_training`
     eval.py      `eval:` (V-NIAH needle grid, lmms-eval benchmarks)
@@ -33,6 +34,7 @@ from longvila.config.eval import BenchConfig, EvalConfig, NeedleConfig
 from longvila.config.train import ClusterConfig, Stage4Step, Stage5Run, TrainConfig
 from longvila.config.video import (CaptionConfig, ClipConfig, EndpointConfig, QAConfig, Shot2StoryConfig,
                                    SynthConfig)
+from longvila.config.warm_start import WarmStartConfig, WarmStartPhase
 
 __all__ = [
     "Config", "ConfigError", "ModelConfig", "apply_overrides", "config_to_dict", "load_config", "load_config_file",
@@ -42,4 +44,5 @@ __all__ = [
     "BenchConfig", "EvalConfig", "NeedleConfig",
     "ClusterConfig", "Stage4Step", "Stage5Run", "TrainConfig",
     "CaptionConfig", "ClipConfig", "EndpointConfig", "QAConfig", "Shot2StoryConfig", "SynthConfig",
+    "WarmStartConfig", "WarmStartPhase",
 ]

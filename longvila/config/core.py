@@ -29,6 +29,7 @@ from longvila.config.errors import ConfigError, as_number, read_yaml, syntax_mes
 from longvila.config.eval import EvalConfig
 from longvila.config.train import TrainConfig
 from longvila.config.video import Shot2StoryConfig
+from longvila.config.warm_start import WarmStartConfig
 
 
 
@@ -44,6 +45,10 @@ class ModelConfig:
     randomly initialised model of `size` (rule init_model)."""
     seed: int = 0
     """Seed of the random initialisation."""
+    warm_start: WarmStartConfig | None = None
+    """Teach the model to retrieve pass keys at a short context before stage 4 (rule warm_start;
+    longvila/config/warm_start.py): the tiny demo's stand-in for a pretrained LLM. null = stage 4 starts from
+    the init model as it is (the paper: a released checkpoint, which already retrieves)."""
 
     def __post_init__(self) -> None:
         check(bool(self.size), "model.size", "name a size, e.g. 'tiny' or 'qwen2-7b-384'")

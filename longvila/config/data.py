@@ -47,6 +47,9 @@ class PasskeyConfig:
     """Held-out passkey documents written to `validation/` and `passkeys.jsonl` for the passkey eval."""
     lengths: list[int] = field(default_factory=lambda: [128, 512, 1024, 2048])
     """Approximate token lengths of passkey documents (use the packed context lengths)."""
+    train_lengths: list[int] | None = None
+    """Lengths of the training split's passkey documents, if other than `lengths` (e.g. only the lengths stage
+    4 trains at: a document a little shorter than a packed row often lands in one row whole)."""
     depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     """Relative positions (0 = start, 1 = end) at which the key is hidden in the filler."""
 
@@ -54,6 +57,8 @@ class PasskeyConfig:
         check(self.train_docs >= 0 and self.heldout_docs >= 0, "corpus.passkey", "doc counts must be >= 0")
         check(bool(self.lengths) and all(n >= 64 for n in self.lengths), "corpus.passkey.lengths",
               "give at least one length, each >= 64 tokens")
+        check(self.train_lengths is None or (bool(self.train_lengths) and min(self.train_lengths) >= 64),
+              "corpus.passkey.train_lengths", "give at least one length, each >= 64 tokens, or null for lengths")
         check(bool(self.depths) and all(0.0 <= d <= 1.0 for d in self.depths), "corpus.passkey.depths",
               "give depths between 0.0 and 1.0")
 

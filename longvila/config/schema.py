@@ -44,9 +44,11 @@ def _type_schema(tp: Any) -> dict:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         inner = _type_schema(args[0])
-        if "type" in inner:
+        if "type" in inner and not dataclasses.is_dataclass(args[0]):
             return {**inner, "type": [inner["type"], "null"]}
-        return {"anyOf": [inner, {"type": "null"}]}
+        # a section that may be null (model.warm_start): anyOf with null first, so that snakemake's
+        # validate(set_default=True), which fills defaults before checking the type, stops at null
+        return {"anyOf": [{"type": "null"}, inner]}
     if dataclasses.is_dataclass(tp):
         return dataclass_schema(tp)
     if origin is list:

@@ -126,8 +126,9 @@ def _documents(cfg: CorpusConfig, pools: dict[str, str], num_tokens: int, rng: n
     return docs
 
 
-def _passkeys(cfg: CorpusConfig, pool: str, count: int, rng: np.random.Generator) -> list[Passkey]:
-    grid = [(n, d) for n in cfg.passkey.lengths for d in cfg.passkey.depths]
+def _passkeys(cfg: CorpusConfig, pool: str, count: int, rng: np.random.Generator,
+              lengths: list[int] | None = None) -> list[Passkey]:
+    grid = [(n, d) for n in (lengths or cfg.passkey.lengths) for d in cfg.passkey.depths]
     return [make_passkey(pool, *grid[i % len(grid)], rng) for i in range(count)]
 
 
@@ -159,7 +160,7 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | Path, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     pools = load_text_pools()
     train = [_record(s, t) for s, t in _documents(cfg, pools, cfg.num_tokens, rng)]
-    for pk in _passkeys(cfg, pools["plays"], cfg.passkey.train_docs, rng):
+    for pk in _passkeys(cfg, pools["plays"], cfg.passkey.train_docs, rng, cfg.passkey.train_lengths):
         train.append(_record("RedPajamaBook", pk.text, passkey={"key": pk.key, "depth": pk.depth}))
     order = rng.permutation(len(train))
     names = train_file_names(cfg)

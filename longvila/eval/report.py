@@ -229,7 +229,9 @@ def passkey_section(passkey: dict[str, str | Path], out: Path) -> Section:
                   "long held-out text with a 5-digit pass key hidden at a given depth and must repeat the key. "
                   "Accuracy = share of documents whose first generated number is the key; chance (guessing) is "
                   f"1 in 90,000 ({100 * PASSKEY_CHANCE:.3f}%). Each step is tested at its own length, the one "
-                  "before, and the next step's length (before that step trains there).")
+                  "before, and the next step's length (before that step trains there). With model.warm_start the "
+                  "first row, warm_start, is the model stage 4 starts from, tested at the longest length it "
+                  "trained on and at the first step's.")
     rows, steps = [], []
     for ctx, folder in _present(passkey, sec, "stage-4 step", "eval_passkey").items():
         r = _read_json(folder / "passkey.json", ("accuracy", "grid", "results"))
@@ -242,6 +244,7 @@ def passkey_section(passkey: dict[str, str | Path], out: Path) -> Section:
                                                                           f"depth after step {ctx}")
     ext = [[e["context"], _num(e["length"]), "-" if e["before"] is None else _pct(e["before"]), _pct(e["after"])]
            for e in extension_rows(steps)]
+    sec.headline += [f"Warm start: passkey retrieval at {n} tokens {a}." for c, n, _, a in ext[:1] if c == "warm_start"]
     sec.headline += [f"Stage-4 step {c}: passkey retrieval at {n} tokens {b} before it, {a} after (chance about 0%)."
                      for c, n, b, a in ext[1:]]
     if rows:

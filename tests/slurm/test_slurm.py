@@ -25,7 +25,7 @@ CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 SLURM_CONFIG = REPO / "tests" / "slurm" / "config.yaml"
 LAUNCHER_RULES = ("train_stage4", "train_stage5", "eval_needle")     # submit through submitit themselves
 # outputs that must equal the local run byte for byte (manifests and summaries hold paths and timings)
-COMPARED = ("make_corpus", "pack_shards", "export_original", "init_model", "make_shot2story", "make_needles",
+COMPARED = ("make_corpus", "pack_shards", "export_original", "init_model", "warm_start", "make_shot2story", "make_needles",
             "make_haystack", "s2s_clip", "s2s_caption", "s2s_qa", "s2s_assemble", "train_stage4", "train_stage5",
             "eval_passkey", "eval_needle")
 VOLATILE = ("manifest.json", "summary.json")

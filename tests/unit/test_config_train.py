@@ -17,7 +17,7 @@ def test_shipped_configs_validate_with_the_papers_batch_arithmetic():
     plan = {row["run"]: row for row in check_training(_cfg("workflow/configs/paper.yaml"))}
     assert plan["stage4/1M"]["sp"] == "4x16" and plan["stage4/1M"]["tokens_per_sample"] == 1_048_576
     assert all(plan[f"stage5/{f}f"]["global_batch"] == 128 for f in (256, 512, 1024, 2048))
-    assert [row["run"] for row in check_training(_cfg())] == ["stage4/512", "stage4/1k", "stage5/8f"]
+    assert [row["run"] for row in check_training(_cfg())] == ["stage4/384", "stage4/768", "stage5/8f"]
 
 
 @pytest.mark.parametrize("path, overrides, message", [
@@ -29,14 +29,14 @@ def test_shipped_configs_validate_with_the_papers_batch_arithmetic():
     ("workflow/configs/paper.yaml", {"train.stage5": "[{frames: 256, nodes: 4, ulysses: 4, ring: 7}]"},
      "world_size=32 is not a multiple of ulysses x ring = 28"),
     ("config.yaml", {"train.stage4": "[{context: 4k}]"}, r"'4k' is not in pack.contexts"),
-    ("config.yaml", {"train.cluster.cpu_processes": 12, "train.stage4": "[{context: '512', ulysses: 2, ring: 6}]"},
-     r"seq_len 512 is not a multiple of 24 \(zigzag over SP 12\)"),
-    ("config.yaml", {"train.stage4": "[{context: '512', max_positions: 256}]"}, "must be >= the context's seq_len 512"),
+    ("config.yaml", {"train.cluster.cpu_processes": 12, "train.stage4": "[{context: 1k, ulysses: 2, ring: 6}]"},
+     r"seq_len 1024 is not a multiple of 24 \(zigzag over SP 12\)"),
+    ("config.yaml", {"train.stage4": "[{context: 1k, max_positions: 256}]"}, "must be >= the context's seq_len 1024"),
     ("config.yaml", {"train.stage5": "[{frames: 2, ulysses: 2, ring: 2}]"}, "2 frames cannot give each of the 4 SP"),
     ("workflow/configs/paper.yaml", {"train.stage4": "[{context: 64k, ulysses: 28, ring: 1, nodes: 4, max_positions: 131072}]"},
      "28 exceeds gpus_per_node 8"),
     ("config.yaml", {"train.stage5": "[{frames: 8, init_from: 64k}]"},
-     r"train.stage5\[0\].init_from': '64k' is not a stage-4 context; use one of \['512', '1k'\]"),
+     r"train.stage5\[0\].init_from': '64k' is not a stage-4 context; use one of \['384', '768'\]"),
     ("config.yaml", {"train.engine": "megatron"}, r"train.engine': use one of \('torch', 'deepspeed'\)"),
 ])
 def test_bad_training_configs_name_the_field_and_the_fix(path, overrides, message):

@@ -92,14 +92,14 @@ def test_memory_in_gb_and_partition_default():
 
 
 def test_plan_schema_is_stable(tmp_path):
-    plan = L.describe(_job("stage4-512", nodes=1), _cfg(REPO / "config.yaml"))
+    plan = L.describe(_job("stage4-384", nodes=1), _cfg(REPO / "config.yaml"))
     assert tuple(plan) == L.PLAN_KEYS
     assert plan["launcher"] == "local" and plan["backend"] == "gloo" and plan["submitit"] is None
     assert (plan["nodes"], plan["tasks_per_node"], plan["gpus_per_node"], plan["world_size"]) == (1, 4, 0, 4)
     assert set(plan["training"]) == {"run", "world", "sp", "dp", "tokens_per_sample", "global_batch", "steps",
                                      "memory_gib", "limit_gib", "memory_breakdown_gib"}   # the planner's, issue 9
     assert 0 < plan["training"]["memory_gib"] < plan["training"]["limit_gib"]
-    assert "predicted peak per rank (GiB; longvila plan --config CFG --stage stage4/512)" in L.format_plan(plan)
+    assert "predicted peak per rank (GiB; longvila plan --config CFG --stage stage4/384)" in L.format_plan(plan)
     sub = L.describe(_job(), _paper(), folder=tmp_path)["submitit"]
     assert set(sub) == {"folder", "parameters", "sbatch"}
     assert sub["parameters"]["tasks_per_node"] == 8 and sub["parameters"]["slurm_mem"] == "0"

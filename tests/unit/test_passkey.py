@@ -64,3 +64,23 @@ def test_extension_rows_set_each_step_beside_the_model_before_it():
     rows = extension_rows([("512", first), ("1k", second)])
     assert rows == [{"context": "512", "length": 512, "before": None, "after": 0.75},
                     {"context": "1k", "length": 1024, "before": 0.25, "after": 0.875}]
+
+
+def test_train_lengths_set_the_training_documents_apart_from_the_held_out_ones(tmp_path):
+    """corpus.passkey.train_lengths: the training split's passkey documents at other lengths than the eval's."""
+    import zstandard
+
+    from longvila.config import CorpusConfig, PasskeyConfig
+    from longvila.data.corpus import CHARS_PER_TOKEN, build_corpus
+
+    cfg = CorpusConfig(num_tokens=20_000, num_chunks=1, files_per_chunk=1, heldout_tokens=0, length_scale=0.05,
+                       passkey=PasskeyConfig(train_docs=10, heldout_docs=4, lengths=[128], train_lengths=[768]))
+    build_corpus(cfg, tmp_path, seed=0)
+    lines = zstandard.ZstdDecompressor().decompress(next(tmp_path.glob("train/*/*.zst")).read_bytes(),
+                                                    max_output_size=1 << 26).decode().splitlines()
+    train = [json.loads(x)["text"] for x in lines if "passkey" in json.loads(x)["meta"]]
+    held = load_passkeys(tmp_path / "passkeys.jsonl")
+    assert len(train) == 10 and {r["target_tokens"] for r in held} == {128}
+    assert all(600 < len(t) / CHARS_PER_TOKEN < 900 for t in train)      # ~768 tokens each
+    with pytest.raises(ValueError, match="corpus.passkey.train_lengths"):
+        PasskeyConfig(train_lengths=[])

@@ -186,8 +186,8 @@ def test_config_mode_plans_every_run_and_names_a_missing_stage(capsys):
                  "--json"]) == 0
     (what_if,) = json.loads(capsys.readouterr().out)["stages"]                  # the 1M step on twice the GPUs
     assert what_if["hardware"]["gpus"] == 128 and what_if["splits"][0]["dp"] == 2 and len(what_if["splits"]) > 10
-    assert main(["plan", "--config", str(REPO / "config.yaml"), "--stage", "stage4/512"]) == 0   # CPU processes
-    assert "stage4/512: 512 tokens on 4 CPU processes" in capsys.readouterr().out
+    assert main(["plan", "--config", str(REPO / "config.yaml"), "--stage", "stage4/384"]) == 0   # CPU processes
+    assert "stage4/384: 384 tokens on 4 CPU processes" in capsys.readouterr().out
     for argv, message in [(["--config", str(REPO / paper), "--stage", "stage9"],
                            "--stage 'stage9' is not in this config; its stages: stage4/64k"),
                           (["--model", "qwen2-7b"], "give --config CFG, or --seq-len, --gpus"),

@@ -39,7 +39,8 @@ def test_lint_is_clean():
 def test_dry_run_default_config(tmp_path):
     counts = jobs(in_dir(tmp_path, "-n", "all", configs=(REPO / "config.yaml",)))
     assert counts == {"resolve_config": 1, "make_corpus": 1, "pack_batch": 12, "pack_shards": 4,
-                      "export_original": 4, "init_model": 1, "make_shot2story": 1, "s2s_index": 1, "s2s_clip": 1,
+                      "export_original": 4, "init_model": 1, "warm_start": 1, "eval_passkey_warm": 1,
+                      "make_shot2story": 1, "s2s_index": 1, "s2s_clip": 1,
                       "s2s_caption": 1, "s2s_qa": 1, "s2s_assemble": 1, "train_stage4": 2, "eval_passkey": 2,
                       "train_stage5": 1, "train_report": 1, "make_haystack": 1, "make_needles": 1, "eval_needle": 1,
                       "make_bench_task": 1, "eval_bench": 1, "run_report": 1, "all": 1}
@@ -115,19 +116,26 @@ def check_training_outputs(root):
     results = root / "results"
     s4 = AutoModel.from_pretrained(results / "train_stage4/256")
     assert s4.llm.config.rope_parameters["rope_theta"] == 1_000_000.0 and s4.llm.config.max_position_embeddings == 512
+    warm = AutoModel.from_pretrained(results / "warm_start/tiny")             # stage 4 starts from it
+    assert warm.llm.config.rope_parameters["rope_theta"] == 10_000.0
+    assert json.loads((results / "warm_start/tiny/summary.json").read_text())["steps"] == 5
+    warm_passkey = json.loads((results / "eval_passkey/warm_start/passkey.json").read_text())
+    assert set(warm_passkey["grid"]) == {"128", "256"} and warm_passkey["own_length"] == 128
+    assert warm_passkey["rope_theta"] == 1e4 and warm_passkey["next_context"] == "256"
     s5 = AutoModel.from_pretrained(results / "train_stage5/4f")
     assert type(s5) is type(s4) and (results / "train_stage5/4f/llm/tokenizer_config.json").is_file()
     passkey = json.loads((results / "eval_passkey/256/passkey.json").read_text())
     assert set(passkey["grid"]) == {"128", "256"} and len(passkey["results"]) == 5 and passkey["rope_theta"] == 1e6
     assert (results / "eval_passkey/256/heatmap.png").stat().st_size > 1000
-    for run, steps in (("stage4/256", 4), ("stage5/4f", 8)):
+    for run, steps in (("warm_start/tiny", 5), ("stage4/256", 4), ("stage5/4f", 8)):
         rows = [json.loads(line) for line in (results / "runs" / run / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == list(range(1, steps + 1)), run
         assert all(r["tokens_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
-        assert (results / "runs" / run / "logs/rank-00001.log").is_file()
+        assert run.startswith("warm") or (results / "runs" / run / "logs/rank-00001.log").is_file()
     assert (results / "runs/stage5/4f/loss_curve.png").is_file() and (results / "runs/stage4/256/loss_curve.png").is_file()
     summary = json.loads((results / "train_report/summary.json").read_text())
-    assert [r["run"] for r in summary["runs"]] == ["stage4/256", "stage5/4f"] and len(summary["passkey"]) == 1
+    assert [r["run"] for r in summary["runs"]] == ["warm_start/tiny", "stage4/256", "stage5/4f"]
+    assert [p["context"] for p in summary["passkey"]] == ["warm start", "256"]
     assert (results / "train_report/loss_curves.png").is_file() and "| stage5/4f | 8 |" in (
         results / "train_report/summary.md").read_text()
     check_eval_outputs(results)

@@ -131,7 +131,13 @@ STAGE5 = [f"{r.frames}f" for r in CFG.train.stage5]
 if len(set(STAGE4)) != len(STAGE4) or len(set(STAGE5)) != len(STAGE5):
     raise ValueError("train.stage4 contexts and train.stage5 frame counts must be unique (each names a folder)")
 INIT_MODEL = CFG.model.checkpoint or f"results/init_model/{CFG.model.size}"
-STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else INIT_MODEL
+# model.warm_start: stage 4's first step starts from the warm-started model (rule warm_start), which
+# eval_passkey_warm measures at its trained length and at the first step's (the "before" of that extension)
+WARM = CFG.model.warm_start
+WARM_NAME = "warm_start"
+WARM_MODEL = f"results/warm_start/{CFG.model.size}" if WARM else None
+STAGE4_START = WARM_MODEL or INIT_MODEL
+STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else STAGE4_START
 # The launcher rules (train_stage4/5, eval_needle). train.launcher: local -- the rule's job holds the ranks:
 # in a local run every core Snakemake may use (never two such jobs at once); under a cluster executor
 # (--profile slurm) it is one sbatch job asking for at least one CPU per rank. train.launcher: submitit --
@@ -146,7 +152,7 @@ else:
 
 def stage4_init(wildcards):
     i = STAGE4.index(wildcards.s4)
-    return INIT_MODEL if i == 0 else f"results/train_stage4/{STAGE4[i - 1]}"
+    return STAGE4_START if i == 0 else f"results/train_stage4/{STAGE4[i - 1]}"
 
 
 def passkey_next_arg(wildcards):
@@ -161,8 +167,19 @@ def stage5_init(wildcards):
     return f"results/train_stage4/{run.init_from}" if run.init_from else STAGE4_FINAL
 
 
+def passkey_folders():
+    """The passkey evaluations in training order: the warm start's (when on), then one per stage-4 step."""
+    return ([f"results/eval_passkey/{WARM_NAME}"] if WARM else []) + expand("results/eval_passkey/{s4}", s4=STAGE4)
+
+
+def training_runs():
+    """The results/runs/ folders whose metrics.jsonl the reports plot, in training order."""
+    return (([f"{WARM_NAME}/{CFG.model.size}"] if WARM else []) + [f"stage4/{c}" for c in STAGE4]
+            + [f"stage5/{f}" for f in STAGE5])
+
+
 def training_targets():
-    return (expand("results/train_stage4/{s4}", s4=STAGE4) + expand("results/eval_passkey/{s4}", s4=STAGE4)
+    return (expand("results/train_stage4/{s4}", s4=STAGE4) + passkey_folders()
             + expand("results/train_stage5/{s5}", s5=STAGE5) + ["results/train_report"] + eval_targets())
 
 

@@ -14,3 +14,23 @@ rule init_model:
         "Initialise a {wildcards.size} LongVILA model in the released checkpoint layout"
     shell:
         "python -m pipeline.init_model --config {input.config} --out {output} > {log} 2>&1"
+
+
+rule warm_start:
+    input:
+        config=rules.resolve_config.output.config,
+        init=INIT_MODEL,
+    output:
+        directory(f"results/warm_start/{CFG.model.size}"),
+    params:
+        run_dir=f"results/runs/{WARM_NAME}/{CFG.model.size}",
+    threads: max(1, run_cores() or 1)
+    log:
+        f"logs/warm_start/{CFG.model.size}.log",
+    conda:
+        env("train")
+    message:
+        "Warm start: teach the initial model to retrieve pass keys at a short context (model.warm_start)"
+    shell:
+        "python -m pipeline.warm_start --config {input.config} --init {input.init} --run-dir {params.run_dir}"
+        " --out {output} > {log} 2>&1"

@@ -11,13 +11,13 @@ rule run_report:
         shards=expand("results/pack_shards/{ctx}", ctx=CONTEXTS),
         s2s="results/s2s_assemble",
         train_report=rules.train_report.output,
-        passkey=expand("results/eval_passkey/{s4}", s4=STAGE4),
+        passkey=passkey_folders(),
         needle=expand("results/eval_needle/{s5}", s5=STAGE5),
         bench=expand("results/eval_bench/{s5}", s5=STAGE5),
     output:
         directory("results/report"),
     params:
-        runs=[f"stage4/{c}" for c in STAGE4] + [f"stage5/{f}" for f in STAGE5],
+        runs=training_runs(),
     log:
         "logs/run_report/run_report.log",
     conda:

@@ -54,6 +54,27 @@ rule eval_passkey:
         " --passkeys {input.passkeys} {params.next_arg} --out {output} > {log} 2>&1"
 
 
+rule eval_passkey_warm:
+    input:
+        config=rules.resolve_config.output.config,
+        model=WARM_MODEL or [],
+        passkeys=f"{MADE_CORPUS}/{PASSKEYS_FILE}",
+    output:
+        directory(f"results/eval_passkey/{WARM_NAME}"),
+    params:
+        next_arg=f"--next-context {STAGE4[0]}" if STAGE4 else "",
+        length=max(WARM.passkey_lengths) if WARM else 0,
+    log:
+        f"logs/eval_passkey/{WARM_NAME}.log",
+    conda:
+        env("train")
+    message:
+        "Passkey retrieval after the warm start (its trained length, and the first stage-4 step's)"
+    shell:
+        "python -m pipeline.eval_passkey --config {input.config} --length {params.length} --model {input.model}"
+        " --passkeys {input.passkeys} {params.next_arg} --out {output} > {log} 2>&1"
+
+
 rule train_stage5:
     input:
         config=rules.resolve_config.output.config,
@@ -85,12 +106,12 @@ rule train_stage5:
 rule train_report:
     input:
         stage4=expand("results/train_stage4/{s4}", s4=STAGE4),
-        passkey=expand("results/eval_passkey/{s4}", s4=STAGE4),
+        passkey=passkey_folders(),
         stage5=expand("results/train_stage5/{s5}", s5=STAGE5),
     output:
         directory("results/train_report"),
     params:
-        runs=[f"stage4/{c}" for c in STAGE4] + [f"stage5/{f}" for f in STAGE5],
+        runs=training_runs(),
     log:
         "logs/train_report/train_report.log",
     conda:
