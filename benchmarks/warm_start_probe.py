@@ -15,7 +15,12 @@ The loss normalises over the tokens the pool, the passkey template and the digit
 ~5x cheaper a step); rows outside it never get gradient. A phase is `STEPS:LR:COPY_SHARE:ROWS[:cos]` (rows per
 step; `cos`: the LR decays to 0 over the phase, else it is held after a 10-step warm-up).
 
-    python benchmarks/warm_start_probe.py --phase 900:5e-3:1.0:32 --phase 500:3e-3:0.5:8 --save /tmp/ws.pt
+`--loss answer` supervises only the answers (a copy's second half, the key after the passkey question) and
+evaluates the output layer only there: this is what formed retrieval at a distance (docs/LOG.md, session 13) and
+what rule warm_start (longvila/train/warm_start.py) does; `both` adds the mean over every token.
+
+    python benchmarks/warm_start_probe.py --loss answer --copy-gap 64 --phase 900:3e-3:0.5:32 --save /tmp/ws.pt
+    python benchmarks/warm_start_probe.py --load /tmp/ws.pt --theta 1e5 --pk-len 512 --phase 100:3e-4:0.0:4
 
 Load: one process, `--threads` torch threads (1 by default); steps take ~0.3 s (copy rows) to ~0.45 s
 (128-token passkey rows) with two probes sharing 2 cores.
