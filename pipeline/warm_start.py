@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("model.warm_start is null: set it (see config.yaml) or start stage 4 from the init model")
         threads = args.threads if args.threads is not None else warm.threads
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-        torch.manual_seed(warm.seed)
         model = LongVILAForCausalLM.from_pretrained(args.init)
         saved_dtype = next(model.parameters()).dtype
         model.float()

@@ -40,7 +40,9 @@ WARMUP_STEPS = 10                      # linear warm-up at the start of every ph
 
 
 class RetrievalRows:
-    """Draws the warm start's rows (token ids, first answer position) from a text pool and a tokenizer."""
+    """Draws the warm start's rows (token ids, first answer position) from a text pool and a tokenizer.
+    `vocab`: the sorted token ids the rows can contain (the text, the passkey template, digits, space, EOS),
+    the restricted softmax's classes."""
 
     def __init__(self, tokenizer, pool: str, cfg, seed: int | None = None) -> None:
         self.tokenizer, self.pool, self.cfg = tokenizer, pool, cfg
@@ -60,7 +62,6 @@ class RetrievalRows:
         template = make_passkey(pool, max(cfg.passkey_lengths), 0.5, np.random.default_rng(0)).text
         used = set(self.pool_ids) | set(self.encode(template)) | set(self.digits) | {self.space, self.eos}
         self.vocab = torch.tensor(sorted(used))
-        """Token ids the rows can contain, sorted: the restricted softmax's classes."""
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

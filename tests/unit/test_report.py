@@ -144,3 +144,19 @@ def test_passkey_section_sets_each_extension_beside_the_model_before_it(tmp_path
     assert sec.blocks[0] == ("table", ["step", "its length", "before it (previous model)", "after it"],
                              [["512", "512", "-", "100.0%"], ["1k", "1,024", "25.0%", "75.0%"]])
     assert any("at 1,024 tokens 25.0% before it, 75.0% after" in h for h in sec.headline)
+
+
+def test_the_warm_start_is_the_before_of_the_first_extension(tmp_path):
+    """model.warm_start: its eval (own length 128, and the first step's 512) opens the passkey table."""
+    inputs = _run(tmp_path / "run")
+    warm = tmp_path / "run/passkey/warm_start"
+    _json(warm / "passkey.json", {"accuracy": 0.5, "grid": {"128": {"0.0": 1.0, "1.0": 1.0}, "512": {"0.0": 0.0}},
+                                  "results": [{}] * 6, "own_length": 128, "rope_theta": 1e4,
+                                  "max_position_embeddings": 4096})
+    (warm / "heatmap.png").write_bytes(PNG)
+    inputs.passkey = {"warm_start": warm, **inputs.passkey}
+    write_report(tmp_path / "report", inputs)
+    md = (tmp_path / "report/report.md").read_text()
+    assert "Warm start: passkey retrieval at 128 tokens 100.0%." in md
+    assert "Stage-4 step 512: passkey retrieval at 512 tokens 0.0% before it, 25.0% after" in md
+    assert "| warm_start | 128 | - | 100.0% |" in md and (tmp_path / "report/img/passkey_warm_start.png").is_file()
