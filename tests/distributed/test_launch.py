@@ -173,10 +173,10 @@ def test_a_stage4_step_through_submitit(tiny_ckpt, tmp_path):
     rows = torch.randint(0, 5000, (2, 256), generator=torch.Generator().manual_seed(0)).tolist()
     pq.write_table(pa.table({"input_ids": pa.array(rows, type=pa.list_(pa.int32()))}), shards / "part-00000.parquet")
     sets = ["train.launcher=submitit", "train.cluster.cpu_processes=2", "train.cluster.poll_seconds=1",
-            "train.stage4=[{context: '512', rope_theta: 2000000.0, max_positions: 1024, steps: 1, grad_accum: 1, "
+            "train.stage4=[{context: 1k, rope_theta: 2000000.0, max_positions: 1024, steps: 1, grad_accum: 1, "
             "ulysses: 2, ring: 1, save_every: 0}]", "train.stage5=[{frames: 8, ulysses: 2, ring: 1}]"]
     cfg = load_config_file(tiny_ckpt.parent / "config.yaml", sets)
-    job = L.Job(name="stage4-512", target=train_stage4.TARGET, run_dir=tmp_path / "run",
+    job = L.Job(name="stage4-1k", target=train_stage4.TARGET, run_dir=tmp_path / "run",
                 kwargs={"config": str(tiny_ckpt.parent / "config.yaml"), "overrides": sets, "step": 0,
                         "init": str(tiny_ckpt), "shards": str(shards), "run_dir": str(tmp_path / "run"),
                         "out": str(tmp_path / "out")})

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _command(cfg: Path, init: Path, shards: Path, run_dir: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "pipeline.train_stage4", "--config", str(cfg), "--set",
-            "train.stage4=[{context: '512', rope_theta: 2000000.0, max_positions: 1024, steps: 4, grad_accum: 1, "
+            "train.stage4=[{context: 1k, rope_theta: 2000000.0, max_positions: 1024, steps: 4, grad_accum: 1, "
             "ulysses: 2, ring: 1, save_every: 1}]", "--set", "train.cluster.cpu_processes=2",
             "--set", "train.stage5=[{frames: 8, ulysses: 2}]", "--step", "0", "--init", str(init), "--shards", str(shards),
             "--run-dir", str(run_dir), "--out", str(out)]

@@ -24,7 +24,7 @@ rule warm_start:
         directory(f"results/warm_start/{CFG.model.size}"),
     params:
         run_dir=f"results/runs/{WARM_NAME}/{CFG.model.size}",
-    threads: max(1, run_cores() or 1)
+    threads: (WARM.threads if WARM and WARM.threads else max(1, run_cores() or 1))
     log:
         f"logs/warm_start/{CFG.model.size}.log",
     conda:
