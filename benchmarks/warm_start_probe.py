@@ -35,8 +35,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DIGIT0, SPACE = 15, 220          # Qwen2 ids of "0" (digits are 15..24) and " "
-DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def parse() -> argparse.Namespace:
@@ -65,39 +63,30 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
+    from longvila.config import WarmStartConfig
     from longvila.data.corpus import load_text_pools, make_passkey
     from longvila.data.tokenizer import resolve_tokenizer_dir
     from longvila.shapes import SIZES
+    from longvila.train.warm_start import DEPTHS, RetrievalRows, warm_loss
 
     a = parse()
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(resolve_tokenizer_dir("builtin:qwen2")[0])
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
-    pool, rng, eos = load_text_pools()["plays"], np.random.default_rng(a.seed), tok.eos_token_id
+    pool = load_text_pools()["plays"]
     torch.manual_seed(a.seed)
     shape = {**SIZES["tiny"][0], "rope_theta": a.theta, **({"num_hidden_layers": a.layers} if a.layers else {})}
     model = Qwen2ForCausalLM(Qwen2Config(**shape))
     if a.load:
         model.load_state_dict(torch.load(a.load))
-    pool_ids = enc(pool)
-    used = set(pool_ids) | set(enc(make_passkey(pool, 128, 0.5, rng).text)) | set(range(DIGIT0, DIGIT0 + 10))
-    vocab = torch.tensor(sorted(used | {SPACE, eos}))
+    # the rows, their vocabulary and the loss are rule warm_start's own (longvila/train/warm_start.py)
+    rows_cfg = WarmStartConfig(passkey_lengths=a.pk_len, copy_digits=a.copy_len, copy_gap=a.copy_gap,
+                               max_positions=max(4096, *a.pk_len), seed=a.seed)
+    source = RetrievalRows(tok, pool, rows_cfg)
+    vocab = source.vocab
     lut = torch.full((model.config.vocab_size,), -100, dtype=torch.long)
     lut[vocab] = torch.arange(len(vocab))
     print(f"restricted softmax over {len(vocab):,} of {model.config.vocab_size:,} tokens", flush=True)
-
-    def copy_row() -> list[int]:
-        n = int(rng.integers(a.copy_len[0], a.copy_len[1] + 1))
-        x = [SPACE] + [DIGIT0 + int(d) for d in rng.integers(0, 10, n)]
-        gap = int(rng.integers(0, a.copy_gap + 1)) if a.copy_gap else 0
-        start = int(rng.integers(0, len(pool_ids) - gap))
-        head = x + pool_ids[start:start + gap]
-        return head + x + [eos], len(head) + 1
-
-    def passkey_row() -> list[int]:
-        pk = make_passkey(pool, int(rng.choice(a.pk_len)), float(rng.choice(DEPTHS)), rng)
-        ids = enc(pk.text) + [eos]
-        return ids, len(ids) - len(enc(" " + pk.key + ".")) - 1
 
     held = {n: [make_passkey(pool, n, d, np.random.default_rng(10_000 + 7 * i + n)) for i, d in enumerate(DEPTHS * a.eval_reps)]
             for n in a.eval_len}
@@ -115,7 +104,7 @@ def main() -> None:
                 loss += F.cross_entropy(logits[1:, vocab], lut[torch.tensor(answer[1:])]).item()
             out[n] = f"acc {hits / len(docs):.2f} digit loss {loss / len(docs):.2f}"
         r = np.random.default_rng(99)
-        rows = [[SPACE] + [DIGIT0 + int(d) for d in r.integers(0, 10, 12)] for _ in range(20)]
+        rows = [[source.space] + [source.digits[int(d)] for d in r.integers(0, 10, 12)] for _ in range(20)]
         ids = torch.tensor([x + x for x in rows])
         out["copy"] = round(F.cross_entropy(model(ids).logits[:, 13:-1].flatten(0, 1), ids[:, 14:].flatten()).item(), 2)
         model.train()
@@ -133,19 +122,13 @@ def main() -> None:
         for step in range(1, steps + 1):
             for g in opt.param_groups:
                 g["lr"] = lr * min(1.0, step / 10) * (0.5 + 0.5 * np.cos(np.pi * step / steps) if cosine else 1.0)
-            docs = [copy_row() if rng.random() < share else passkey_row() for _ in range(rows)]
-            width = max(len(d) for d, _ in docs)
-            x = torch.tensor([d + [eos] * (width - len(d)) for d, _ in docs])
-            pad = torch.tensor([[j >= len(d) for j in range(width)] for d, _ in docs])[:, 1:]
-            answer = torch.tensor([[j >= first for j in range(width)] for _, first in docs])[:, 1:] & ~pad
-            hidden = model.model(x).last_hidden_state[:, :-1]
-            target = lut[x[:, 1:]]
-            if a.loss == "answer":
-                loss = F.cross_entropy(hidden[answer] @ model.lm_head.weight[vocab].T, target[answer])
+            x, target, answer = source.batch(rows, share)
+            if a.loss == "all":                          # plain next-token loss over every token (stage 4's)
+                hidden = model.model(x).last_hidden_state[:, :-1][target]
+                loss = F.cross_entropy(hidden @ model.lm_head.weight[vocab].T, lut[x[:, 1:]][target])
             else:
-                per = F.cross_entropy((hidden @ model.lm_head.weight[vocab].T).flatten(0, 1), target.flatten(),
-                                      reduction="none").view_as(target)
-                loss = per[~pad].mean() + (per[answer].mean() if a.loss == "both" else 0.0)
+                kind = {"answer": "answer", "both": "all_and_answer"}[a.loss]
+                loss = warm_loss(model, source, x, target, answer, kind, lut)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -135,8 +135,8 @@ INIT_MODEL = CFG.model.checkpoint or f"results/init_model/{CFG.model.size}"
 # eval_passkey_warm measures at its trained length and at the first step's (the "before" of that extension)
 WARM = CFG.model.warm_start
 WARM_NAME = "warm_start"
-WARM_MODEL = f"results/warm_start/{CFG.model.size}" if WARM else None
-STAGE4_START = WARM_MODEL or INIT_MODEL
+WARM_MODEL = f"results/warm_start/{CFG.model.size}"
+STAGE4_START = WARM_MODEL if WARM else INIT_MODEL
 STAGE4_FINAL = f"results/train_stage4/{STAGE4[-1]}" if STAGE4 else STAGE4_START
 # The launcher rules (train_stage4/5, eval_needle). train.launcher: local -- the rule's job holds the ranks:
 # in a local run every core Snakemake may use (never two such jobs at once); under a cluster executor

@@ -21,7 +21,7 @@ rule warm_start:
         config=rules.resolve_config.output.config,
         init=INIT_MODEL,
     output:
-        directory(f"results/warm_start/{CFG.model.size}"),
+        directory(WARM_MODEL),
     params:
         run_dir=f"results/runs/{WARM_NAME}/{CFG.model.size}",
     threads: (WARM.threads if WARM and WARM.threads else max(1, run_cores() or 1))

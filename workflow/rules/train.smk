@@ -57,7 +57,7 @@ rule eval_passkey:
 rule eval_passkey_warm:
     input:
         config=rules.resolve_config.output.config,
-        model=WARM_MODEL or [],
+        model=WARM_MODEL,
         passkeys=f"{MADE_CORPUS}/{PASSKEYS_FILE}",
     output:
         directory(f"results/eval_passkey/{WARM_NAME}"),
